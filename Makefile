@@ -1,0 +1,31 @@
+# make run  — set up everything and serve on :3000 with SQLite and demo data
+# make test — the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 3000
+
+.PHONY: run test install migrate seed clean
+
+$(BIN)/activate: requirements.txt tests/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r tests/requirements.txt
+	touch $(BIN)/activate
+
+install: $(BIN)/activate
+
+migrate: install
+	$(BIN)/flask --app wsgi db upgrade
+
+seed: migrate
+	$(BIN)/flask --app wsgi seed-demo
+
+run: seed
+	PORT=$(PORT) $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

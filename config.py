@@ -1,0 +1,82 @@
+"""Settings, all read from the environment (SPEC §2). Defaults suit a laptop."""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+
+
+def database_url(environ=os.environ):
+    """The SQLAlchemy URL: DATABASE_URL with Heroku's ``postgres://`` rewritten,
+    or a SQLite file under ``instance/``."""
+    url = environ.get("DATABASE_URL", "").strip()
+    if not url:
+        return "sqlite:///" + str(BASE_DIR / "instance" / "vmsapp.sqlite3")
+    # SQLAlchemy dropped the "postgres" alias; Heroku still hands it out.
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def seconds(name, default, environ=os.environ):
+    """A positive interval in seconds; fractions allowed so tests can compress time."""
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"{name} must be greater than 0, got {raw!r}")
+    return value
+
+
+def engine_options(url, pool_size):
+    """Pool and per-driver options: a busy timeout for SQLite (WAL is set per
+    connection in ``vmsapp.database``), a sized pool with pre-ping for PostgreSQL."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 15, "check_same_thread": False}}
+    return {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True,
+            "pool_timeout": 10}
+
+
+class Config:
+    """Production settings from the environment."""
+
+    def __init__(self, environ=os.environ):
+        self.SQLALCHEMY_DATABASE_URI = database_url(environ)
+        self.VMS_DB_POOL_SIZE = int(environ.get("VMS_DB_POOL_SIZE", "10"))
+        self.VMS_AUTH_MODE = environ.get("VMS_AUTH_MODE", "open").strip().lower()
+        if self.VMS_AUTH_MODE != "open":
+            # Token mode is specified (SPEC §2) but not built yet: refuse to
+            # pretend it protects anything.
+            raise ValueError(f"VMS_AUTH_MODE={self.VMS_AUTH_MODE!r} is not supported yet; "
+                             "this release runs with VMS_AUTH_MODE=open only")
+        self.VMS_HEARTBEAT_INTERVAL = seconds("VMS_HEARTBEAT_INTERVAL", 10, environ)
+        self.VMS_STALE_AFTER = seconds("VMS_STALE_AFTER", 30, environ)
+        self.VMS_SWEEP_INTERVAL = seconds("VMS_SWEEP_INTERVAL", 30, environ)
+        if self.VMS_STALE_AFTER <= self.VMS_HEARTBEAT_INTERVAL:
+            raise ValueError("VMS_STALE_AFTER must be longer than VMS_HEARTBEAT_INTERVAL "
+                             f"({self.VMS_STALE_AFTER} <= {self.VMS_HEARTBEAT_INTERVAL})")
+        self.REDIS_URL = environ.get("REDIS_URL") or None
+        # Request bodies over 1 MiB are refused with 413 (SPEC §5).
+        self.MAX_CONTENT_LENGTH = 1024 * 1024
+        self.SOCK_SERVER_OPTIONS = {
+            # 64 KiB frames at most (SPEC §4 rule 2): larger ones close with 1009.
+            "max_message_size": 64 * 1024,
+            # Keeps dashboards' connections alive through routers that cut idle
+            # sockets after 55 s, and notices dashboards that vanished.
+            "ping_interval": 25,
+        }
+        self.API_TITLE = "vmsapp"
+        self.API_VERSION = "1.0"
+        self.OPENAPI_VERSION = "3.0.3"
+        self.OPENAPI_URL_PREFIX = "/api"
+        self.OPENAPI_JSON_PATH = "openapi.json"
+
+    def as_dict(self):
+        """The settings as a mapping for ``app.config.from_mapping``."""
+        return {k: v for k, v in vars(self).items() if k.isupper()}

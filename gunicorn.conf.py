@@ -1,0 +1,72 @@
+"""gunicorn settings for vmsapp (``Procfile``'s web process and ``make run``).
+
+gthread workers: each WebSocket holds one pool thread for its whole life
+(plus simple-websocket's reader thread), so ``threads`` is the number of
+connections — NVRs, dashboards and REST requests together — one worker serves."""
+
+import logging
+import os
+import signal
+import threading
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '3000')}"
+worker_class = "gthread"
+threads = int(os.environ.get("VMS_THREADS", "256"))
+# Each worker keeps its own connection registry: without a shared bus (Redis)
+# a second worker would split the fleet silently, so one is all we run.
+requested_workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+workers = requested_workers if os.environ.get("REDIS_URL") else 1
+# Dynos get 30 s between SIGTERM and SIGKILL; sockets are closed with 1001 at
+# once, so this only bounds REST requests in flight.
+graceful_timeout = 20
+timeout = 30
+keepalive = 5
+# Never --max-requests: a restarted worker drops every socket it holds.
+max_requests = 0
+accesslog = os.environ.get("VMS_ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("VMS_LOG_LEVEL", "info").lower()
+# One path per user would make several instances (and the test suite) collide.
+control_socket_disable = True
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def when_ready(server):
+    if workers != requested_workers:
+        server.log.warning(
+            "WEB_CONCURRENCY=%s but REDIS_URL is not set: running 1 worker, because workers "
+            "without a shared bus would each see only part of the fleet. Set REDIS_URL to "
+            "run more.", requested_workers)
+
+
+def post_worker_init(worker):
+    """Start the app's background jobs in this worker and make SIGTERM close
+    sockets with 1001 before gunicorn's own graceful stop."""
+    from vmsapp import runtime
+
+    app = worker.wsgi
+    host, _, port = bind.rpartition(":")
+    runtime.start(app, url=f"http://{'localhost' if host == '0.0.0.0' else host}:{port}")
+    gunicorn_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        # Off the signal handler: closing sockets takes locks and does I/O.
+        threading.Thread(target=runtime.stop, args=(app,), name="vmsapp-stop").start()
+        gunicorn_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def worker_int(worker):
+    """SIGINT/SIGQUIT (Ctrl-C under ``make run``): the same clean close."""
+    from vmsapp import runtime
+
+    runtime.stop(worker.wsgi)
+
+
+def worker_exit(server, worker):
+    from vmsapp import runtime
+
+    if getattr(worker, "wsgi", None) is not None:
+        runtime.stop(worker.wsgi)
+    logging.shutdown()

@@ -1,0 +1,189 @@
+"""The transition logic, below the socket: compare-and-set, events, broadcasts."""
+
+import json
+import threading
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from vmsapp import presence
+from vmsapp.clock import now
+from vmsapp.extensions import db
+from vmsapp.models import Camera, Nvr, StatusEvent
+from vmsapp.realtime.registry import current_registry
+from vmsapp.realtime.sessions import DashboardSession
+
+
+@pytest.fixture
+def ctx(app):
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def listener(ctx):
+    """A dashboard session in the registry, with no socket: we read its outbox."""
+    session = DashboardSession(peer=None)
+    current_registry().add_dashboard(session)
+
+    def messages():
+        out = []
+        while not session.outbox.empty():
+            out.append(json.loads(session.outbox.get_nowait()))
+        return out
+
+    return messages
+
+
+def make_nvr(cameras=2, hostname="nvr-a"):
+    t = now()
+    nvr = Nvr(name="A", hostname=hostname, created_at=t, updated_at=t)
+    nvr.cameras = [Camera(name=f"c{i}", channel=i, created_at=t, updated_at=t)
+                   for i in range(cameras)]
+    db.session.add(nvr)
+    db.session.commit()
+    return nvr.id, [c.id for c in nvr.cameras]
+
+
+def events(nvr_id):
+    return db.session.scalars(sa.select(StatusEvent).where(StatusEvent.nvr_id == nvr_id)
+                              .order_by(StatusEvent.id)).all()
+
+
+def nvr_row(nvr_id):
+    db.session.expire_all()
+    return db.session.get(Nvr, nvr_id)
+
+
+def test_it_marks_the_nvr_and_its_cameras_online_on_connect(ctx, listener):
+    nvr_id, camera_ids = make_nvr()
+    t = now()
+    transition = presence.connect(nvr_id, "c1", t)
+
+    assert transition.status == "online" and transition.camera_ids == camera_ids
+    nvr = nvr_row(nvr_id)
+    assert (nvr.status, nvr.status_version, nvr.last_seen) == ("online", 1, t)
+    assert {c.status for c in nvr.cameras} == {"online"}
+    assert [(e.camera_id, e.from_status, e.to_status, e.reason) for e in events(nvr_id)] == [
+        (None, "offline", "online", "connected")] + [
+        (c, "offline", "online", "connected") for c in camera_ids]
+    [message] = listener()
+    assert message["type"] == "nvr_status" and message["status_version"] == 1
+    assert message["camera_ids"] == camera_ids
+
+
+def test_it_keeps_a_reconnecting_nvr_online_without_a_transition(ctx, listener):
+    nvr_id, _ = make_nvr()
+    presence.connect(nvr_id, "old", now())
+    assert presence.connect(nvr_id, "new", now()) is None
+    # The replaced connection's close does not count (rule 3).
+    assert presence.disconnect(nvr_id, "old", presence.DISCONNECTED, now()) is None
+
+    nvr = nvr_row(nvr_id)
+    assert (nvr.status, nvr.status_version, nvr.connection_id) == ("online", 1, "new")
+    assert len(listener()) == 1
+
+
+@pytest.mark.parametrize("reason", [presence.DISCONNECTED, presence.STALE])
+def test_it_marks_offline_when_the_current_connection_ends(ctx, listener, reason):
+    nvr_id, camera_ids = make_nvr()
+    presence.connect(nvr_id, "c1", now())
+    transition = presence.disconnect(nvr_id, "c1", reason, now())
+
+    assert (transition.status, transition.reason, transition.status_version) == (
+        "offline", reason, 2)
+    assert transition.camera_ids == camera_ids
+    assert nvr_row(nvr_id).status == "offline"
+    assert [m["reason"] for m in listener()] == ["connected", reason]
+
+
+def test_it_sweeps_only_nvrs_silent_for_longer_than_stale_after(ctx, listener):
+    silent, _ = make_nvr(hostname="silent")
+    alive, _ = make_nvr(hostname="alive")
+    t = now()
+    presence.connect(silent, "s", t - timedelta(seconds=10))
+    presence.connect(alive, "a", t - timedelta(seconds=1))
+    listener()
+
+    transitions = presence.sweep_stale(t, stale_after=5)
+
+    assert [(x.nvr_id, x.reason) for x in transitions] == [(silent, "stale")]
+    assert (nvr_row(silent).status, nvr_row(alive).status) == ("offline", "online")
+    assert [m["nvr_id"] for m in listener()] == [silent]
+
+
+def test_it_records_one_transition_when_disconnect_and_sweeps_race(app):
+    """Rule 5: many threads, each with its own session, one winner."""
+    with app.app_context():
+        nvr_id, camera_ids = make_nvr(cameras=3)
+        presence.connect(nvr_id, "c1", now() - timedelta(seconds=60))
+    start = threading.Barrier(8)
+    errors = []
+
+    def contender(index):
+        with app.app_context():
+            try:
+                start.wait()
+                if index % 2:
+                    presence.sweep_stale(now(), stale_after=5)
+                else:
+                    presence.disconnect(nvr_id, "c1", presence.DISCONNECTED, now())
+            except Exception as error:  # collected: a thread cannot fail the test itself
+                errors.append(error)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=contender, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    with app.app_context():
+        offline = [e for e in events(nvr_id) if e.to_status == "offline"]
+        assert len(offline) == 1 + len(camera_ids)
+        assert nvr_row(nvr_id).status_version == 2
+
+
+def test_it_applies_camera_reports_from_the_current_connection_only(ctx, listener):
+    nvr_id, (cam1, cam2) = make_nvr()
+    other_nvr, (foreign, _) = make_nvr(hostname="other")
+    presence.connect(nvr_id, "c1", now())
+    listener()
+
+    transitions, unknown = presence.report_cameras(
+        nvr_id, "c1", {cam1: "offline", cam2: "online", foreign: "offline", 999: "online"}, now())
+
+    assert [(t.camera_id, t.status, t.previous_status) for t in transitions] == [
+        (cam1, "offline", "online")]
+    assert unknown == [foreign, 999]
+    assert [m["type"] for m in listener()] == ["camera_status"]
+    # A connection that no longer holds the NVR changes nothing.
+    transitions, _ = presence.report_cameras(nvr_id, "stale-conn", {cam1: "online"}, now())
+    assert transitions == []
+    assert db.session.get(Camera, cam1).status == "offline"
+
+
+def test_it_records_a_deleted_online_nvr_going_offline(ctx, listener):
+    nvr_id, camera_ids = make_nvr()
+    presence.connect(nvr_id, "c1", now())
+    listener()
+
+    assert presence.delete_nvr(nvr_id, now()) is True
+
+    assert db.session.get(Nvr, nvr_id) is None
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Camera)) == 0
+    assert [e.reason for e in events(nvr_id) if e.to_status == "offline"] == [
+        "deleted"] * (1 + len(camera_ids))
+    assert [(m["type"], m.get("reason")) for m in listener()] == [
+        ("nvr_status", "deleted"), ("nvr_deleted", None)]
+    assert presence.delete_nvr(nvr_id, now()) is False
+
+
+def test_a_full_dashboard_outbox_never_blocks_the_publisher(ctx):
+    session = DashboardSession(peer=None)
+    for _ in range(session.outbox.maxsize + 5):
+        session.offer("{}")
+    assert session.overflowed

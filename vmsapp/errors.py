@@ -1,0 +1,73 @@
+"""The one JSON error shape, ``{"error": {"code", "message"}}``, for every failure."""
+
+import logging
+
+from flask import jsonify
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from .schemas import flatten_errors
+
+log = logging.getLogger(__name__)
+
+CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+    415: "unsupported_media_type", 422: "invalid_field", 429: "too_many_requests",
+    500: "internal_error", 503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error a handler raises to answer with ``status`` and the JSON shape."""
+
+    def __init__(self, status, message, code=None, fields=None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or CODES.get(status, "error")
+        self.fields = fields
+
+
+def error_response(status, message, code=None, fields=None):
+    """A JSON error response in the one shape."""
+    body = {"code": code or CODES.get(status, "error"), "message": message}
+    if fields:
+        body["fields"] = fields
+    return jsonify(error=body), status
+
+
+def handle_api_error(error):
+    return error_response(error.status, error.message, error.code, error.fields)
+
+
+def handle_http_exception(error):
+    data = getattr(error, "data", None) or {}
+    messages = data.get("messages")
+    if error.code == 400 and messages:
+        return error_response(400, "The request body is not valid JSON.", "invalid_json")
+    if error.code == 422 and messages:
+        fields = flatten_errors(messages)
+        summary = "; ".join(f"{name}: {text}" for name, text in fields.items())
+        return error_response(422, summary, "invalid_field", fields)
+    if error.code == 413:
+        return error_response(413, "The request body is larger than 1 MiB.")
+    return error_response(error.code or 500, error.description or error.name)
+
+
+def handle_database_down(error):
+    log.error("database unavailable: %s", error.orig if hasattr(error, "orig") else error)
+    return error_response(503, "The database is not answering; try again shortly.")
+
+
+def handle_unexpected(error):
+    log.exception("unhandled error")
+    return error_response(500, "Internal server error.")
+
+
+def register_error_handlers(app):
+    """Route every error through the one shape (replaces flask-smorest's own)."""
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(OperationalError, handle_database_down)
+    app.register_error_handler(Exception, handle_unexpected)

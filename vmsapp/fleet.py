@@ -1,0 +1,163 @@
+"""NVRs and cameras as admins manage them: queries and changes, each change
+published to dashboards after its commit. Status changes live in ``presence``."""
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from .errors import ApiError
+from .extensions import db
+from .models import OFFLINE, ONLINE, Camera, Nvr, StatusEvent
+from .realtime import protocol
+from .realtime.bus import current_bus
+
+
+def find_nvr_by_hostname(hostname):
+    """The NVR with this hostname, whatever its case, or None."""
+    return db.session.scalar(sa.select(Nvr).where(sa.func.lower(Nvr.hostname) == hostname.lower()))
+
+
+def get_nvr(nvr_id):
+    nvr = db.session.get(Nvr, nvr_id)
+    if nvr is None:
+        raise ApiError(404, f"No NVR with id {nvr_id}.")
+    return nvr
+
+
+def get_camera(camera_id):
+    camera = db.session.get(Camera, camera_id)
+    if camera is None:
+        raise ApiError(404, f"No camera with id {camera_id}.")
+    return camera
+
+
+def page(query, order_by, limit, offset):
+    """``(items, total)`` of a select statement."""
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery()))
+    items = db.session.scalars(query.order_by(*order_by).limit(limit).offset(offset)).all()
+    return items, total
+
+
+def list_nvrs(limit, offset, status=None, q=None):
+    query = sa.select(Nvr)
+    if status:
+        query = query.where(Nvr.status == status)
+    if q:
+        pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(sa.or_(sa.func.lower(Nvr.name).like(pattern, escape="\\"),
+                                   sa.func.lower(Nvr.hostname).like(pattern, escape="\\")))
+    return page(query, [Nvr.id], limit, offset)
+
+
+def list_cameras(limit, offset, nvr_id=None, status=None):
+    query = sa.select(Camera)
+    if nvr_id is not None:
+        query = query.where(Camera.nvr_id == nvr_id)
+    if status:
+        query = query.where(Camera.status == status)
+    return page(query, [Camera.id], limit, offset)
+
+
+def list_events(nvr_id, limit, offset):
+    """The status history of an NVR and its cameras, newest first."""
+    query = sa.select(StatusEvent).where(StatusEvent.nvr_id == nvr_id)
+    # Ids follow commit order; "at" is read before the row lock, so it may not.
+    return page(query, [StatusEvent.id.desc()], limit, offset)
+
+
+def snapshot():
+    """Every NVR and camera, for a dashboard that just subscribed."""
+    nvrs = db.session.scalars(sa.select(Nvr).order_by(Nvr.id)).all()
+    cameras = db.session.execute(
+        sa.select(Camera.id, Camera.nvr_id, Camera.status).order_by(Camera.id)).all()
+    return nvrs, cameras
+
+
+def counts():
+    """How many NVRs and cameras there are, and how many are online."""
+    def count(model):
+        total, online = db.session.execute(sa.select(
+            sa.func.count(), sa.func.count().filter(model.status == ONLINE))).one()
+        return total, online
+    nvrs_total, nvrs_online = count(Nvr)
+    cameras_total, cameras_online = count(Camera)
+    return {"nvrs_total": nvrs_total, "nvrs_online": nvrs_online,
+            "cameras_total": cameras_total, "cameras_online": cameras_online}
+
+
+def create_nvr(fields, now):
+    _check_hostname_free(fields["hostname"])
+    nvr = Nvr(**fields, status=OFFLINE, created_at=now, updated_at=now)
+    db.session.add(nvr)
+    _commit("hostname")
+    current_bus().publish(protocol.nvr_changed("nvr_created", nvr))
+    return nvr
+
+
+def update_nvr(nvr, fields, now):
+    if "hostname" in fields and fields["hostname"].lower() != nvr.hostname.lower():
+        _check_hostname_free(fields["hostname"])
+    for name, value in fields.items():
+        setattr(nvr, name, value)
+    nvr.updated_at = now
+    _commit("hostname")
+    current_bus().publish(protocol.nvr_changed("nvr_updated", nvr))
+    return nvr
+
+
+def create_camera(fields, now):
+    # Locking the NVR row keeps its status from changing until the camera,
+    # created with that status, is committed.
+    nvr = db.session.get(Nvr, fields["nvr_id"], with_for_update=True)
+    if nvr is None:
+        raise ApiError(422, f"nvr_id: no NVR with id {fields['nvr_id']}.",
+                       fields={"nvr_id": f"No NVR with id {fields['nvr_id']}."})
+    _check_channel_free(nvr.id, fields.get("channel"))
+    camera = Camera(**fields, status=nvr.status, created_at=now, updated_at=now)
+    db.session.add(camera)
+    _commit("channel")
+    current_bus().publish(protocol.camera_changed("camera_created", camera))
+    return camera
+
+
+def update_camera(camera, fields, now):
+    if fields.get("channel") is not None and fields["channel"] != camera.channel:
+        _check_channel_free(camera.nvr_id, fields["channel"])
+    for name, value in fields.items():
+        setattr(camera, name, value)
+    camera.updated_at = now
+    _commit("channel")
+    current_bus().publish(protocol.camera_changed("camera_updated", camera))
+    return camera
+
+
+def delete_camera(camera):
+    camera_id, nvr_id = camera.id, camera.nvr_id
+    db.session.delete(camera)
+    db.session.commit()
+    current_bus().publish(protocol.camera_deleted(camera_id, nvr_id))
+
+
+def _check_hostname_free(hostname):
+    if find_nvr_by_hostname(hostname) is not None:
+        raise ApiError(409, f"An NVR with hostname {hostname!r} already exists.",
+                       fields={"hostname": "Already in use."})
+
+
+def _check_channel_free(nvr_id, channel):
+    if channel is None:
+        return
+    taken = db.session.scalar(sa.select(Camera.id).where(Camera.nvr_id == nvr_id,
+                                                         Camera.channel == channel))
+    if taken is not None:
+        raise ApiError(409, f"NVR {nvr_id} already has a camera on channel {channel}.",
+                       fields={"channel": "Already in use on this NVR."})
+
+
+def _commit(unique_field):
+    """Commit; a unique violation that raced past the checks above is a 409."""
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise ApiError(409, f"The {unique_field} is already in use.",
+                       fields={unique_field: "Already in use."}) from None

@@ -1,0 +1,54 @@
+"""Background jobs. Each is one step that pushes its own app context, so tests
+call it directly; ``runtime`` schedules them in the web process."""
+
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import presence
+from .clock import now
+from .extensions import db
+from .models import Nvr
+from .realtime.registry import current_registry
+
+log = logging.getLogger(__name__)
+
+
+def sweep(app):
+    """Mark stale every online NVR whose ``last_seen`` is older than VMS_STALE_AFTER."""
+    with app.app_context():
+        try:
+            transitions = presence.sweep_stale(now(), app.config["VMS_STALE_AFTER"])
+        except SQLAlchemyError:
+            log.exception("stale sweep failed; it runs again next interval")
+            return []
+        finally:
+            db.session.remove()
+        return transitions
+
+
+def flush_last_seen(app):
+    """Write the ``last_seen`` of every NVR heard from since the last flush, in
+    one transaction: heartbeats cost no database write of their own."""
+    with app.app_context():
+        seen = current_registry().take_last_seen()
+        if not seen:
+            return 0
+        try:
+            db.session.execute(sa.update(Nvr), [
+                {"id": nvr_id, "last_seen": last_seen} for nvr_id, last_seen in seen.items()])
+            db.session.commit()
+        except SQLAlchemyError:
+            db.session.rollback()
+            log.exception("could not write last_seen of %d NVR(s)", len(seen))
+            return 0
+        finally:
+            db.session.remove()
+        return len(seen)
+
+
+def flush_period(config):
+    """How often ``last_seen`` is written: it may lag a heartbeat by at most one
+    heartbeat interval (SPEC §3), and a second is plenty at any fleet size."""
+    return min(1.0, config["VMS_HEARTBEAT_INTERVAL"] / 2)

@@ -1,0 +1,197 @@
+"""The only code that changes a status.
+
+Every change is a compare-and-set ``UPDATE … WHERE status = <old>`` whose
+matched rows are the transitions: whichever process's update matches records
+the event rows, in the same transaction, and publishes after the commit. Two
+workers, the sweep and a disconnect racing on one NVR therefore produce one
+event and one broadcast (SPEC §4 rule 5)."""
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from .extensions import db
+from .models import OFFLINE, ONLINE, Camera, Nvr, StatusEvent
+from .realtime import protocol
+from .realtime.bus import current_bus
+
+log = logging.getLogger(__name__)
+
+CONNECTED = "connected"
+DISCONNECTED = "disconnected"
+STALE = "stale"
+DELETED = "deleted"
+REPORTED = "reported"
+
+# Close codes (SPEC §4).
+CLOSE_REPLACED = 4000
+CLOSE_STALE = 4001
+CLOSE_DELETED = 4004
+
+
+@dataclass(frozen=True)
+class NvrTransition:
+    nvr_id: int
+    hostname: str
+    name: str
+    status: str
+    previous_status: str
+    reason: str
+    status_version: int
+    last_seen: datetime | None
+    at: datetime
+    camera_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CameraTransition:
+    camera_id: int
+    nvr_id: int
+    status: str
+    previous_status: str
+    reason: str
+    at: datetime
+
+
+def connect(nvr_id, connection_id, now):
+    """Give the NVR's presence to ``connection_id``; online if it was offline.
+
+    The claim comes first, in the same transaction: from then on the close of
+    any older connection no longer matches and cannot mark the NVR offline."""
+    with _transaction():
+        db.session.execute(
+            sa.update(Nvr).where(Nvr.id == nvr_id)
+            .values(connection_id=connection_id, last_seen=now))
+        transitions = _move_nvrs([Nvr.id == nvr_id, Nvr.connection_id == connection_id],
+                                 OFFLINE, ONLINE, CONNECTED, now)
+    _announce(transitions)
+    return transitions[0] if transitions else None
+
+
+def disconnect(nvr_id, connection_id, reason, now):
+    """Offline, if ``connection_id`` still holds the NVR's presence.
+
+    ``reason`` is ``disconnected`` (the socket closed) or ``stale`` (it fell silent)."""
+    with _transaction():
+        transitions = _move_nvrs([Nvr.id == nvr_id, Nvr.connection_id == connection_id],
+                                 ONLINE, OFFLINE, reason, now)
+    _announce(transitions)
+    return transitions[0] if transitions else None
+
+
+def sweep_stale(now, stale_after):
+    """Offline every online NVR not seen for ``stale_after`` seconds.
+
+    Catches NVRs whose worker died; live workers notice their own silent peers
+    first. Safe to run in every process at once."""
+    cutoff = now - timedelta(seconds=stale_after)
+    with _transaction():
+        transitions = _move_nvrs([sa.or_(Nvr.last_seen < cutoff, Nvr.last_seen.is_(None))],
+                                 ONLINE, OFFLINE, STALE, now)
+    _announce(transitions)
+    bus = current_bus()
+    for transition in transitions:
+        # A live connection somewhere may still hold it: make it reconnect.
+        bus.close_nvr(transition.nvr_id, CLOSE_STALE, "heartbeat timeout")
+    return transitions
+
+
+def report_cameras(nvr_id, connection_id, reports, now):
+    """Apply an agent's camera reports (``{camera_id: status}``).
+
+    Only the connection holding the NVR's presence may change its cameras.
+    Returns the transitions and the ids that are not cameras of this NVR."""
+    own = set(db.session.scalars(
+        sa.select(Camera.id).where(Camera.nvr_id == nvr_id, Camera.id.in_(list(reports)))))
+    unknown = sorted(set(reports) - own)
+    holder = sa.select(Nvr.id).where(Nvr.id == nvr_id, Nvr.connection_id == connection_id,
+                                     Nvr.status == ONLINE)
+    transitions = []
+    with _transaction():
+        for camera_id in sorted(own):
+            status = reports[camera_id]
+            previous = OFFLINE if status == ONLINE else ONLINE
+            changed = db.session.execute(
+                sa.update(Camera)
+                .where(Camera.id == camera_id, Camera.status == previous,
+                       Camera.nvr_id.in_(holder))
+                .values(status=status)
+                .returning(Camera.id)
+                .execution_options(synchronize_session=False)).first()
+            if changed:
+                _record(nvr_id, camera_id, previous, status, REPORTED, now)
+                transitions.append(CameraTransition(camera_id, nvr_id, status, previous,
+                                                    REPORTED, now))
+    bus = current_bus()
+    for transition in transitions:
+        bus.publish(protocol.camera_status(transition))
+    return transitions, unknown
+
+
+def delete_nvr(nvr_id, now):
+    """Delete the NVR and its cameras, recording it going offline if it was online.
+
+    Returns False when there was no such NVR."""
+    with _transaction():
+        transitions = _move_nvrs([Nvr.id == nvr_id], ONLINE, OFFLINE, DELETED, now)
+        deleted = db.session.execute(sa.delete(Nvr).where(Nvr.id == nvr_id)).rowcount
+    if not deleted:
+        return False
+    _announce(transitions)
+    bus = current_bus()
+    bus.publish(protocol.nvr_deleted(nvr_id))
+    bus.close_nvr(nvr_id, CLOSE_DELETED, "NVR deleted")
+    return True
+
+
+@contextmanager
+def _transaction():
+    """Commit on success, roll back on any error, so no write is left half done."""
+    try:
+        yield
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+
+
+def _move_nvrs(conditions, previous, status, reason, now):
+    rows = db.session.execute(
+        sa.update(Nvr)
+        .where(Nvr.status == previous, *conditions)
+        .values(status=status, status_version=Nvr.status_version + 1)
+        .returning(Nvr.id, Nvr.hostname, Nvr.name, Nvr.status_version, Nvr.last_seen)
+        .execution_options(synchronize_session=False)).all()
+    transitions = []
+    for row in rows:
+        camera_ids = sorted(db.session.scalars(
+            sa.update(Camera)
+            .where(Camera.nvr_id == row.id, Camera.status == previous)
+            .values(status=status)
+            .returning(Camera.id)
+            .execution_options(synchronize_session=False)))
+        _record(row.id, None, previous, status, reason, now)
+        for camera_id in camera_ids:
+            _record(row.id, camera_id, previous, status, reason, now)
+        transitions.append(NvrTransition(
+            nvr_id=row.id, hostname=row.hostname, name=row.name, status=status,
+            previous_status=previous, reason=reason, status_version=row.status_version,
+            last_seen=row.last_seen, at=now, camera_ids=camera_ids))
+    return transitions
+
+
+def _record(nvr_id, camera_id, previous, status, reason, now):
+    db.session.add(StatusEvent(nvr_id=nvr_id, camera_id=camera_id, from_status=previous,
+                               to_status=status, reason=reason, at=now))
+
+
+def _announce(transitions):
+    bus = current_bus()
+    for transition in transitions:
+        log.info("nvr %s (id %s) %s -> %s (%s), %d camera(s)", transition.hostname,
+                 transition.nvr_id, transition.previous_status, transition.status,
+                 transition.reason, len(transition.camera_ids))
+        bus.publish(protocol.nvr_status(transition))

@@ -1,0 +1,35 @@
+"""Broadcasts and commands between the code that changes things and the
+connections that must hear of it.
+
+``LocalBus`` serves one process. A Redis-backed bus for several workers
+implements the same three methods."""
+
+from flask import current_app
+
+from . import protocol
+
+EXTENSION_KEY = "vmsapp.bus"
+
+
+class LocalBus:
+    """Delivers straight to this process's registry."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def publish(self, message):
+        """Send ``message`` to every dashboard, encoded once for all of them."""
+        self.registry.deliver(protocol.encode(message))
+
+    def close_nvr(self, nvr_id, code, reason, keep=None):
+        """Close every connection of ``nvr_id`` except the one ``keep`` names."""
+        self.registry.close_nvr(nvr_id, code, reason, keep)
+
+    def stats(self):
+        """Connection counts across every process the bus reaches."""
+        return self.registry.stats()
+
+
+def current_bus():
+    """The bus of the current app."""
+    return current_app.extensions[EXTENSION_KEY]

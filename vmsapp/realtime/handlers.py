@@ -1,0 +1,81 @@
+"""One handler per /ws message type. The loops in ``routes`` call them."""
+
+import logging
+
+from flask import current_app
+
+from .. import fleet, presence
+from ..clock import now as clock_now
+
+from . import protocol
+from .registry import current_registry
+from .bus import current_bus
+from .sessions import DashboardSession, NvrSession
+
+log = logging.getLogger(__name__)
+
+CLOSE_POLICY = 1008
+
+
+def refuse(peer, code, message):
+    """Answer with an error and close 1008 (SPEC §4: failed auth, rule 1)."""
+    try:
+        peer.send(protocol.encode(protocol.error(code, message)))
+    finally:
+        peer.close(CLOSE_POLICY, message[:120])
+
+
+def handle_auth(peer, fields):
+    """``auth``: the peer is an NVR agent; returns its session, or None when refused."""
+    now = clock_now()
+    hostname = fields["hostname"]
+    nvr = fleet.find_nvr_by_hostname(hostname)
+    if nvr is None:
+        log.warning("auth refused from %s: unknown hostname %r", peer.address, hostname[:100])
+        refuse(peer, "invalid_hostname", "No NVR is registered with this hostname.")
+        return None
+    # Built before the commit below expires the loaded objects.
+    reply = protocol.auth_ok(nvr, nvr.cameras, current_app.config["VMS_HEARTBEAT_INTERVAL"])
+    session = NvrSession(peer, nvr.id, nvr.hostname, now)
+    transition = presence.connect(nvr.id, session.connection_id, now)
+    current_registry().add_nvr(session)
+    # Newest wins (rule 3): our claim is committed, so older connections'
+    # closes no longer count as disconnects.
+    current_bus().close_nvr(session.nvr_id, presence.CLOSE_REPLACED,
+                            "replaced by a newer connection", keep=session.connection_id)
+    if transition is None:
+        log.info("nvr %s reconnected from %s while online", session.hostname, peer.address)
+    peer.send(protocol.encode(reply))
+    return session
+
+
+def handle_dashboard(peer, fields):
+    """``dashboard``: subscribe, then send ``dashboard_ok`` and a snapshot."""
+    session = DashboardSession(peer)
+    # Subscribed before the snapshot is read, so no change falls in between.
+    current_registry().add_dashboard(session)
+    log.info("dashboard connected from %s", peer.address)
+    nvrs, cameras = fleet.snapshot()
+    peer.send(protocol.encode(protocol.dashboard_ok()))
+    peer.send(protocol.encode(protocol.snapshot(nvrs, cameras)))
+    return session
+
+
+def handle_heartbeat(session, fields):
+    """``heartbeat``: acknowledge; apply camera reports when there are any."""
+    now = session.last_seen
+    session.peer.send(protocol.encode(protocol.heartbeat_ack(now)))
+    reports = fields.get("cameras")
+    if reports:
+        _, unknown = presence.report_cameras(
+            session.nvr_id, session.connection_id,
+            {report["id"]: report["status"] for report in reports}, now)
+        if unknown:
+            session.peer.send(protocol.encode(protocol.error(
+                "unknown_camera", f"Not cameras of this NVR: {unknown[:20]}")))
+
+
+# What each kind of connection may send, by phase.
+FIRST_MESSAGE = {"auth": handle_auth, "dashboard": handle_dashboard}
+NVR_MESSAGES = {"heartbeat": handle_heartbeat}
+DASHBOARD_MESSAGES = {}

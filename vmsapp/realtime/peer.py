@@ -1,0 +1,77 @@
+"""One WebSocket peer with exactly one writer at a time.
+
+simple-websocket's ``send()`` is not thread-safe (STACK-NOTES): the socket's
+own reader thread writes pongs and close replies, and other threads close
+connections (replaced, deleted, server stopping). Every write, ours and the
+reader thread's, goes through one lock."""
+
+import logging
+import threading
+
+from simple_websocket import ConnectionClosed
+
+log = logging.getLogger(__name__)
+
+# A peer that takes longer than this to accept a frame is treated as gone,
+# so no writer stays blocked on a dead TCP connection.
+SEND_TIMEOUT = 10.0
+
+
+class _SerializedSocket:
+    """The raw socket, with ``send`` under the peer's write lock."""
+
+    def __init__(self, sock, lock):
+        self._sock = sock
+        self._lock = lock
+
+    def send(self, data):
+        with self._lock:
+            return self._sock.sendall(data) or len(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class Peer:
+    """A connected WebSocket: ``send`` and ``close`` are safe from any thread."""
+
+    def __init__(self, ws, address):
+        self.ws = ws
+        self.address = address
+        self._lock = threading.RLock()
+        ws.sock.settimeout(SEND_TIMEOUT)
+        # Route the reader thread's writes (pongs, close replies) through the lock too.
+        ws.sock = _SerializedSocket(ws.sock, self._lock)
+
+    @property
+    def connected(self):
+        return self.ws.connected
+
+    def receive(self, timeout):
+        """The next frame, or None after ``timeout``; raises ConnectionClosed."""
+        return self.ws.receive(timeout=timeout)
+
+    def send(self, text):
+        """Send one frame; raises ConnectionClosed when the peer is gone."""
+        with self._lock:
+            try:
+                self.ws.send(text)
+            except OSError as error:
+                self._drop()
+                raise ConnectionClosed(1006, str(error)) from None
+
+    def close(self, code, reason=""):
+        """Close with ``code``; a no-op when already closed."""
+        with self._lock:
+            if not self.ws.connected:
+                return
+            try:
+                self.ws.close(code, reason)
+            except (ConnectionClosed, OSError):
+                self._drop()
+        # Wake the handler thread if it waits in receive().
+        self.ws.event.set()
+
+    def _drop(self):
+        self.ws.connected = False
+        self.ws.event.set()

@@ -1,0 +1,151 @@
+"""The /ws protocol: parsing what peers send and building what the server sends.
+
+Pure functions, no I/O. Incoming messages are validated by marshmallow
+schemas, like REST bodies."""
+
+import json
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+
+from ..clock import isoformat
+from ..models import STATUSES
+from ..schemas import CameraSchema, NvrSchema, flatten_errors
+
+
+class ProtocolError(Exception):
+    """A message the server refuses; ``code`` goes into the error reply."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _Message(Schema):
+    # Agents in the field may add fields in newer versions: ignore them.
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(required=True)
+
+
+class AuthMessage(_Message):
+    hostname = fields.String(required=True, validate=validate.Length(min=1, max=253))
+    token = fields.String(validate=validate.Length(max=512))
+
+
+class DashboardMessage(_Message):
+    token = fields.String(validate=validate.Length(max=512))
+
+
+class CameraReport(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    id = fields.Integer(strict=True, required=True)
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+
+
+class HeartbeatMessage(_Message):
+    cameras = fields.List(fields.Nested(CameraReport), validate=validate.Length(max=1024))
+
+
+SCHEMAS = {
+    "auth": AuthMessage(),
+    "dashboard": DashboardMessage(),
+    "heartbeat": HeartbeatMessage(),
+}
+
+
+def parse(raw):
+    """Decode and validate one frame into ``(type, fields)``.
+
+    Raises ProtocolError with ``invalid_json``, ``invalid_message``,
+    ``unknown_type`` or ``binary_not_supported``."""
+    if isinstance(raw, (bytes, bytearray)):
+        raise ProtocolError("binary_not_supported", "Send JSON text frames, not binary ones.")
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        raise ProtocolError("invalid_json", "The message is not valid JSON.") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("invalid_message", "A message must be a JSON object.")
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("invalid_message", "A message needs a string 'type'.")
+    schema = SCHEMAS.get(kind)
+    if schema is None:
+        raise ProtocolError("unknown_type", f"Unknown message type {kind[:64]!r}.")
+    try:
+        return kind, schema.load(message)
+    except ValidationError as error:
+        detail = "; ".join(f"{k}: {v}" for k, v in flatten_errors(error.messages).items())
+        raise ProtocolError("invalid_message", f"Invalid {kind} message: {detail}") from None
+
+
+def encode(message):
+    """One message as the text of one frame."""
+    return json.dumps(message, separators=(",", ":"))
+
+
+def error(code, message):
+    return {"type": "error", "code": code, "message": message}
+
+
+def auth_ok(nvr, cameras, heartbeat_interval):
+    return {
+        "type": "auth_ok", "nvr_id": nvr.id, "hostname": nvr.hostname, "name": nvr.name,
+        "heartbeat_interval": heartbeat_interval,
+        "cameras": [{"id": c.id, "name": c.name, "channel": c.channel} for c in cameras],
+    }
+
+
+def heartbeat_ack(now):
+    return {"type": "heartbeat_ack", "server_time": isoformat(now)}
+
+
+def dashboard_ok():
+    return {"type": "dashboard_ok"}
+
+
+def snapshot(nvrs, cameras):
+    return {
+        "type": "snapshot",
+        "nvrs": NvrSchema(many=True).dump(nvrs),
+        "cameras": [{"id": c.id, "nvr_id": c.nvr_id, "status": c.status} for c in cameras],
+    }
+
+
+def nvr_status(t):
+    return {
+        "type": "nvr_status", "nvr_id": t.nvr_id, "hostname": t.hostname, "name": t.name,
+        "status": t.status, "previous_status": t.previous_status, "reason": t.reason,
+        "status_version": t.status_version, "last_seen": isoformat(t.last_seen),
+        "camera_ids": list(t.camera_ids), "at": isoformat(t.at),
+    }
+
+
+def camera_status(t):
+    return {
+        "type": "camera_status", "camera_id": t.camera_id, "nvr_id": t.nvr_id,
+        "status": t.status, "previous_status": t.previous_status, "reason": t.reason,
+        "at": isoformat(t.at),
+    }
+
+
+def nvr_changed(kind, nvr):
+    """``nvr_created`` or ``nvr_updated``."""
+    return {"type": kind, "nvr": NvrSchema().dump(nvr)}
+
+
+def nvr_deleted(nvr_id):
+    return {"type": "nvr_deleted", "nvr_id": nvr_id}
+
+
+def camera_changed(kind, camera):
+    """``camera_created`` or ``camera_updated``."""
+    return {"type": kind, "camera": CameraSchema().dump(camera)}
+
+
+def camera_deleted(camera_id, nvr_id):
+    return {"type": "camera_deleted", "camera_id": camera_id, "nvr_id": nvr_id}

@@ -1,0 +1,94 @@
+"""Who is connected to this process: NVR sessions and dashboards.
+
+Every access holds one lock; callers get snapshots to iterate, never the
+live collections, and all socket I/O happens outside the lock."""
+
+import threading
+
+from flask import current_app
+
+
+class Registry:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._nvrs = {}          # nvr_id -> {connection_id: NvrSession}
+        self._dashboards = set()
+        self.stopping = False    # set on a graceful stop: closes are not disconnects
+
+    # -- NVRs -----------------------------------------------------------------
+    def add_nvr(self, session):
+        with self._lock:
+            self._nvrs.setdefault(session.nvr_id, {})[session.connection_id] = session
+
+    def remove_nvr(self, session):
+        with self._lock:
+            sessions = self._nvrs.get(session.nvr_id, {})
+            sessions.pop(session.connection_id, None)
+            if not sessions:
+                self._nvrs.pop(session.nvr_id, None)
+
+    def nvr_sessions(self, nvr_id=None):
+        """A snapshot of the NVR sessions, all or one NVR's."""
+        with self._lock:
+            if nvr_id is not None:
+                return list(self._nvrs.get(nvr_id, {}).values())
+            return [s for sessions in self._nvrs.values() for s in sessions.values()]
+
+    def close_nvr(self, nvr_id, code, reason, keep=None):
+        """Close this process's connections of one NVR, except ``keep``."""
+        for session in self.nvr_sessions(nvr_id):
+            if session.connection_id != keep:
+                session.peer.close(code, reason)
+
+    def take_last_seen(self):
+        """``{nvr_id: last_seen}`` for NVRs heard from since the last call."""
+        seen = {}
+        for session in self.nvr_sessions():
+            if session.last_seen_dirty:
+                session.last_seen_dirty = False
+                previous = seen.get(session.nvr_id)
+                if previous is None or session.last_seen > previous:
+                    seen[session.nvr_id] = session.last_seen
+        return seen
+
+    # -- Dashboards ----------------------------------------------------------
+    def add_dashboard(self, session):
+        with self._lock:
+            self._dashboards.add(session)
+
+    def remove_dashboard(self, session):
+        with self._lock:
+            self._dashboards.discard(session)
+
+    def dashboards(self):
+        with self._lock:
+            return list(self._dashboards)
+
+    def deliver(self, text):
+        """Queue one encoded broadcast for every dashboard of this process."""
+        for session in self.dashboards():
+            session.offer(text)
+
+    # -- Whole process ---------------------------------------------------------
+    def stats(self):
+        nvr_sessions = self.nvr_sessions()
+        return {
+            "nvr_connections": len(nvr_sessions),
+            "dashboard_clients": len(self.dashboards()),
+            "nvr_hostnames": sorted({s.hostname for s in nvr_sessions}),
+        }
+
+    def close_all(self, code, reason):
+        """Close every connection of this process."""
+        for session in self.nvr_sessions():
+            session.peer.close(code, reason)
+        for session in self.dashboards():
+            session.peer.close(code, reason)
+
+
+EXTENSION_KEY = "vmsapp.registry"
+
+
+def current_registry():
+    """The connection registry of the current app."""
+    return current_app.extensions[EXTENSION_KEY]

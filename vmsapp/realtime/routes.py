@@ -1,0 +1,149 @@
+"""The /ws endpoint: moves frames between a socket and the handlers, nothing more."""
+
+import logging
+import queue
+import time
+
+from flask import Blueprint, current_app, request
+from simple_websocket import ConnectionClosed
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import presence
+from ..clock import now as clock_now
+from ..extensions import db, sock
+from . import protocol
+from .registry import current_registry
+from .handlers import DASHBOARD_MESSAGES, FIRST_MESSAGE, NVR_MESSAGES, refuse
+from .peer import Peer
+from .sessions import CLOSE_TOO_SLOW, NvrSession
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("realtime", __name__)
+
+# Consecutive refused messages after which a peer is closed (rule 2).
+MAX_STRIKES = 10
+# How often a dashboard's thread looks for frames from its peer between broadcasts.
+DASHBOARD_POLL = 0.25
+
+
+@sock.route("/ws", bp=bp)
+def websocket(ws):
+    peer = Peer(ws, request.remote_addr)
+    session = _authenticate(peer)
+    if session is None:
+        return
+    if isinstance(session, NvrSession):
+        _serve_nvr(session)
+    else:
+        _serve_dashboard(session)
+
+
+def _authenticate(peer):
+    """Wait for ``auth`` or ``dashboard`` (rule 1); the session, or None."""
+    try:
+        raw = peer.receive(current_app.config["VMS_HEARTBEAT_INTERVAL"])
+        if raw is None:
+            refuse(peer, "auth_timeout", "No auth or dashboard message in time.")
+            return None
+        kind, fields = protocol.parse(raw)
+        handler = FIRST_MESSAGE.get(kind)
+        if handler is None:
+            refuse(peer, "unexpected_message", "The first message must be auth or dashboard.")
+            return None
+        return handler(peer, fields)
+    except protocol.ProtocolError as error:
+        refuse(peer, error.code, error.message)
+    except SQLAlchemyError:
+        log.exception("database error while authenticating %s", peer.address)
+        refuse(peer, "unavailable", "The server cannot reach its database; retry later.")
+    finally:
+        db.session.remove()
+    return None
+
+
+def _serve_nvr(session):
+    peer = session.peer
+    registry = current_registry()
+    stale_after = current_app.config["VMS_STALE_AFTER"]
+    strikes = 0
+    try:
+        while strikes < MAX_STRIKES:
+            # The server watches for silence itself (rule 4): pings don't count.
+            remaining = session.last_message + stale_after - time.monotonic()
+            if remaining <= 0:
+                presence.disconnect(session.nvr_id, session.connection_id, presence.STALE,
+                                    clock_now())
+                peer.close(presence.CLOSE_STALE, "heartbeat timeout")
+                return
+            raw = peer.receive(remaining)
+            if raw is not None:
+                session.touch(clock_now())
+                strikes = _dispatch(session, raw, NVR_MESSAGES, strikes)
+        peer.close(1008, "too many invalid messages")
+    finally:
+        registry.remove_nvr(session)
+        if not registry.stopping:
+            _safely(presence.disconnect, session.nvr_id, session.connection_id,
+                    presence.DISCONNECTED, clock_now())
+
+
+def _serve_dashboard(session):
+    peer = session.peer
+    registry = current_registry()
+    strikes = 0
+    try:
+        while strikes < MAX_STRIKES:
+            if session.overflowed:
+                log.warning("dashboard %s dropped: it could not keep up", peer.address)
+                peer.close(CLOSE_TOO_SLOW, "too slow to keep up, reconnect")
+                return
+            try:
+                peer.send(session.outbox.get(timeout=DASHBOARD_POLL))
+            except queue.Empty:
+                pass
+            raw = peer.receive(0)
+            if raw is not None:
+                strikes = _dispatch(session, raw, DASHBOARD_MESSAGES, strikes)
+        peer.close(1008, "too many invalid messages")
+    finally:
+        registry.remove_dashboard(session)
+        log.info("dashboard %s disconnected", peer.address)
+
+
+def _dispatch(session, raw, handlers, strikes):
+    """Handle one frame; returns the updated count of consecutive refusals."""
+    peer = session.peer
+    try:
+        kind, fields = protocol.parse(raw)
+        handler = handlers.get(kind)
+        if handler is None:
+            raise protocol.ProtocolError("unexpected_message",
+                                         f"A {kind} message is not expected here.")
+        handler(session, fields)
+        return 0
+    except protocol.ProtocolError as error:
+        peer.send(protocol.encode(protocol.error(error.code, error.message)))
+        return strikes + 1
+    except SQLAlchemyError:
+        log.exception("database error handling a message from %s", peer.address)
+        peer.send(protocol.encode(protocol.error("unavailable", "Database error; retry later.")))
+        return strikes
+    except ConnectionClosed:
+        raise
+    except Exception:
+        # A bug must cost one reply, not the connection or the worker.
+        log.exception("error handling a message from %s", peer.address)
+        peer.send(protocol.encode(protocol.error("internal_error", "The server failed.")))
+        return strikes + 1
+    finally:
+        db.session.remove()
+
+
+def _safely(function, *args):
+    try:
+        function(*args)
+    except SQLAlchemyError:
+        log.exception("database error in %s", function.__name__)
+    finally:
+        db.session.remove()

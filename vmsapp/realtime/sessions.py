@@ -1,0 +1,47 @@
+"""What the server knows about one authenticated connection."""
+
+import queue
+import time
+import uuid
+
+# Messages waiting for one dashboard; a dashboard this far behind is dropped
+# rather than slowing everyone else down.
+DASHBOARD_BACKLOG = 10_000
+CLOSE_TOO_SLOW = 1013
+
+
+class NvrSession:
+    """An NVR agent's connection. ``touch`` is the heartbeat hot path: no lock,
+    no I/O — ``last_seen`` reaches the database in batches (see ``jobs``)."""
+
+    def __init__(self, peer, nvr_id, hostname, now):
+        self.peer = peer
+        self.nvr_id = nvr_id
+        self.hostname = hostname
+        self.connection_id = uuid.uuid4().hex
+        self.last_message = time.monotonic()
+        self.last_seen = now
+        self.last_seen_dirty = False
+
+    def touch(self, now):
+        """Any message from the agent: it is alive as of ``now``."""
+        self.last_message = time.monotonic()
+        self.last_seen = now
+        self.last_seen_dirty = True
+
+
+class DashboardSession:
+    """A dashboard's connection and its outbox; the connection's own thread is
+    its only writer, so a slow dashboard delays nobody but itself."""
+
+    def __init__(self, peer):
+        self.peer = peer
+        self.outbox = queue.Queue(maxsize=DASHBOARD_BACKLOG)
+        self.overflowed = False
+
+    def offer(self, text):
+        """Queue one encoded message without ever blocking the caller."""
+        try:
+            self.outbox.put_nowait(text)
+        except queue.Full:
+            self.overflowed = True

@@ -1,0 +1,205 @@
+"""The schema layer: every REST body, query string and response shape.
+
+WebSocket messages have their schemas in ``realtime.protocol``, on the same
+library."""
+
+import re
+
+from marshmallow import Schema, ValidationError, fields, pre_load, validate
+
+from .clock import isoformat
+from .models import STATUSES
+
+# RFC 1123 host names (letters, digits, hyphens, dot-separated labels); an
+# underscore is tolerated because NVR firmware defaults often carry one.
+HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                      r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*$")
+MAX_LIMIT = 1000
+
+
+def flatten_errors(messages, prefix=""):
+    """marshmallow/webargs error messages as ``{"field.path": "text"}``."""
+    flat = {}
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            if key in ("json", "query", "view_args", "path") and not prefix:
+                flat.update(flatten_errors(value))
+                continue
+            name = "body" if key == "_schema" else str(key)
+            flat.update(flatten_errors(value, f"{prefix}.{name}" if prefix else name))
+    elif isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
+        flat[prefix or "body"] = " ".join(messages)
+    elif isinstance(messages, list):
+        for index, value in enumerate(messages):
+            flat.update(flatten_errors(value, f"{prefix}.{index}" if prefix else str(index)))
+    else:
+        flat[prefix or "body"] = str(messages)
+    return flat
+
+
+class UtcDateTime(fields.DateTime):
+    """ISO 8601 UTC with a ``Z`` suffix."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return isoformat(value)
+
+
+def text(max_length, **kwargs):
+    """A string field that is not blank and not longer than ``max_length``."""
+    return fields.String(validate=[
+        validate.Length(min=1, max=max_length),
+        validate.Regexp(r"\S", error="Must not be blank."),
+    ], **kwargs)
+
+
+class IpAddress(fields.IP):
+    """An IPv4 or IPv6 address, loaded as its canonical text: the column holds
+    text, and marshmallow's own field yields ``ipaddress`` objects no database
+    driver binds to a string column."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        address = super()._deserialize(value, attr, data, **kwargs)
+        # A zone ("fe80::1%eth0") only means something on the host that wrote it.
+        if getattr(address, "scope_id", None):
+            raise self.make_error("invalid_ip")
+        return address.compressed
+
+
+def strict_int(**kwargs):
+    """An integer field that refuses strings and floats."""
+    return fields.Integer(strict=True, **kwargs)
+
+
+class ReadOnlyFields:
+    """Answers a write to a read-only field with a message naming it."""
+
+    read_only = ()
+
+    @pre_load
+    def reject_read_only(self, data, **kwargs):
+        if isinstance(data, dict):
+            errors = {name: ["Read-only field."] for name in self.read_only if name in data}
+            if errors:
+                raise ValidationError(errors)
+        return data
+
+
+# ---- NVRs -----------------------------------------------------------------
+
+class NvrSchema(Schema):
+    id = fields.Integer(dump_only=True)
+    name = fields.String()
+    hostname = fields.String()
+    ip_address = fields.String(allow_none=True)
+    location = fields.String(allow_none=True)
+    status = fields.String()
+    last_seen = UtcDateTime(allow_none=True)
+    status_version = fields.Integer()
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class CameraSchema(Schema):
+    id = fields.Integer()
+    nvr_id = fields.Integer()
+    name = fields.String()
+    channel = fields.Integer(allow_none=True)
+    status = fields.String()
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class NvrDetailSchema(NvrSchema):
+    cameras = fields.List(fields.Nested(CameraSchema))
+
+
+NVR_PRESENCE_FIELDS = ("id", "status", "last_seen", "status_version", "created_at", "updated_at")
+
+
+class NvrWriteSchema(ReadOnlyFields, Schema):
+    read_only = NVR_PRESENCE_FIELDS
+
+    name = text(200, required=True)
+    hostname = fields.String(required=True, validate=validate.Regexp(
+        HOSTNAME, error="Not a valid hostname (letters, digits, hyphens and dots, at most 253)."))
+    ip_address = IpAddress(allow_none=True)
+    location = fields.String(allow_none=True, validate=validate.Length(max=200))
+
+
+class NvrUpdateSchema(NvrWriteSchema):
+    """A PATCH body: any of the writable fields."""
+
+    def __init__(self, **kwargs):
+        super().__init__(partial=True, **kwargs)
+
+
+class CameraCreateSchema(ReadOnlyFields, Schema):
+    read_only = ("id", "status", "created_at", "updated_at")
+
+    nvr_id = strict_int(required=True)
+    name = text(200, required=True)
+    channel = strict_int(allow_none=True, load_default=None,
+                         validate=validate.Range(min=0, max=1_000_000))
+
+
+class CameraUpdateSchema(ReadOnlyFields, Schema):
+    read_only = ("id", "nvr_id", "status", "created_at", "updated_at")
+
+    name = text(200)
+    channel = strict_int(allow_none=True, validate=validate.Range(min=0, max=1_000_000))
+
+
+# ---- Lists ------------------------------------------------------------------
+
+class PageArgs(Schema):
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_LIMIT))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class NvrListArgs(PageArgs):
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    q = fields.String(validate=validate.Length(max=200))
+
+
+class CameraListArgs(PageArgs):
+    nvr_id = fields.Integer()
+    status = fields.String(validate=validate.OneOf(STATUSES))
+
+
+def page_of(item_schema):
+    """A ``{"items": [...], "total": N}`` page of ``item_schema``."""
+    return type(f"{item_schema.__name__}Page", (Schema,), {
+        "items": fields.List(fields.Nested(item_schema)),
+        "total": fields.Integer(),
+    })
+
+
+class StatusEventSchema(Schema):
+    id = fields.Integer()
+    nvr_id = fields.Integer()
+    camera_id = fields.Integer(allow_none=True)
+    from_status = fields.String()
+    to_status = fields.String()
+    reason = fields.String()
+    at = UtcDateTime()
+
+
+class StatsSchema(Schema):
+    nvr_connections = fields.Integer()
+    dashboard_clients = fields.Integer()
+    nvr_hostnames = fields.List(fields.String())
+    nvrs_total = fields.Integer()
+    nvrs_online = fields.Integer()
+    cameras_total = fields.Integer()
+    cameras_online = fields.Integer()
+
+
+NvrPage = page_of(NvrSchema)
+CameraPage = page_of(CameraSchema)
+StatusEventPage = page_of(StatusEventSchema)
+
+
+
+
+class HealthSchema(Schema):
+    status = fields.String()
