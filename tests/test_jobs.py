@@ -1,0 +1,76 @@
+"""The background jobs as single steps, and where they run."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from vmsapp import create_app, jobs, presence, runtime
+from vmsapp.clock import now
+from vmsapp.extensions import db
+from vmsapp.models import Nvr
+from vmsapp.realtime.registry import current_registry
+from vmsapp.realtime.sessions import NvrSession
+
+
+def add_nvr(hostname):
+    t = now()
+    nvr = Nvr(name=hostname, hostname=hostname, created_at=t, updated_at=t)
+    db.session.add(nvr)
+    db.session.commit()
+    return nvr.id
+
+
+def test_flush_writes_every_heard_from_nvr_in_one_go_and_only_once(app):
+    with app.app_context():
+        ids = [add_nvr(f"nvr-{i}") for i in range(3)]
+        t = now()
+        sessions = [NvrSession(peer=None, nvr_id=i, hostname=f"nvr-{i}", now=t) for i in ids]
+        for session in sessions:
+            current_registry().add_nvr(session)
+        sessions[0].touch(t + timedelta(seconds=1))
+        sessions[2].touch(t + timedelta(seconds=2))
+
+    assert jobs.flush_last_seen(app) == 2
+    assert jobs.flush_last_seen(app) == 0  # nothing heard since
+
+    with app.app_context():
+        seen = {n.id: n.last_seen for n in db.session.query(Nvr).order_by(Nvr.id)}
+        assert seen == {ids[0]: t + timedelta(seconds=1), ids[1]: None,
+                        ids[2]: t + timedelta(seconds=2)}
+
+
+def test_the_sweep_step_runs_in_its_own_app_context(app):
+    with app.app_context():
+        nvr_id = add_nvr("old")
+        presence.connect(nvr_id, "c", now() - timedelta(seconds=60))
+        db.session.remove()
+
+    transitions = jobs.sweep(app)
+
+    assert [(t.nvr_id, t.reason) for t in transitions] == [(nvr_id, "stale")]
+
+
+@pytest.mark.parametrize("heartbeat, period", [(10, 1.0), (1, 0.5), (0.2, 0.1)])
+def test_last_seen_lags_heartbeats_by_at_most_one_interval(heartbeat, period):
+    assert jobs.flush_period({"VMS_HEARTBEAT_INTERVAL": heartbeat}) == period
+
+
+def test_building_the_app_starts_no_background_work():
+    """As `flask db upgrade` and other commands build it: no scheduler, no threads."""
+    before = threading.active_count()
+    app = create_app()
+    assert runtime.SCHEDULER_KEY not in app.extensions
+    assert threading.active_count() == before
+
+
+def test_runtime_starts_both_jobs_and_stops_them_with_the_app(app):
+    runtime.start(app)
+    scheduler = app.extensions[runtime.SCHEDULER_KEY]
+    assert {job.id for job in scheduler.get_jobs()} == {"sweep", "flush_last_seen"}
+    assert scheduler.running
+
+    runtime.stop(app)
+
+    assert not scheduler.running
+    assert app.extensions["vmsapp.registry"].stopping
