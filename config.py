@@ -20,15 +20,15 @@ def database_url(environ=os.environ):
     return url
 
 
-def seconds(name, default, environ=os.environ):
-    """A positive interval in seconds; fractions allowed so tests can compress time."""
+def positive(name, default, environ=os.environ):
+    """A positive number (seconds or a rate); fractions allowed so tests can compress time."""
     raw = environ.get(name)
     if raw is None or raw.strip() == "":
         return float(default)
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
     if not value > 0:
         raise ValueError(f"{name} must be greater than 0, got {raw!r}")
     return value
@@ -49,15 +49,18 @@ class Config:
     def __init__(self, environ=os.environ):
         self.SQLALCHEMY_DATABASE_URI = database_url(environ)
         self.VMS_DB_POOL_SIZE = int(environ.get("VMS_DB_POOL_SIZE", "10"))
-        self.VMS_AUTH_MODE = environ.get("VMS_AUTH_MODE", "open").strip().lower()
-        if self.VMS_AUTH_MODE != "open":
-            # Token mode is specified (SPEC §2) but not built yet: refuse to
-            # pretend it protects anything.
-            raise ValueError(f"VMS_AUTH_MODE={self.VMS_AUTH_MODE!r} is not supported yet; "
-                             "this release runs with VMS_AUTH_MODE=open only")
-        self.VMS_HEARTBEAT_INTERVAL = seconds("VMS_HEARTBEAT_INTERVAL", 10, environ)
-        self.VMS_STALE_AFTER = seconds("VMS_STALE_AFTER", 30, environ)
-        self.VMS_SWEEP_INTERVAL = seconds("VMS_SWEEP_INTERVAL", 30, environ)
+        self.VMS_AUTH_MODE = environ.get("VMS_AUTH_MODE", "token").strip().lower()
+        if self.VMS_AUTH_MODE not in ("token", "open"):
+            raise ValueError(f"VMS_AUTH_MODE must be 'token' or 'open', got {self.VMS_AUTH_MODE!r}")
+        self.VMS_ADMIN_API_KEY = environ.get("VMS_ADMIN_API_KEY") or None
+        # Failed authentications allowed per client address (REST and /ws together).
+        self.VMS_AUTH_FAILURE_LIMIT = environ.get("VMS_AUTH_FAILURE_LIMIT", "30 per minute")
+        # A peer may send this many messages a second, in bursts of up to VMS_MESSAGE_BURST.
+        self.VMS_MESSAGE_RATE = positive("VMS_MESSAGE_RATE", 20, environ)
+        self.VMS_MESSAGE_BURST = positive("VMS_MESSAGE_BURST", 40, environ)
+        self.VMS_HEARTBEAT_INTERVAL = positive("VMS_HEARTBEAT_INTERVAL", 10, environ)
+        self.VMS_STALE_AFTER = positive("VMS_STALE_AFTER", 30, environ)
+        self.VMS_SWEEP_INTERVAL = positive("VMS_SWEEP_INTERVAL", 30, environ)
         if self.VMS_STALE_AFTER <= self.VMS_HEARTBEAT_INTERVAL:
             raise ValueError("VMS_STALE_AFTER must be longer than VMS_HEARTBEAT_INTERVAL "
                              f"({self.VMS_STALE_AFTER} <= {self.VMS_HEARTBEAT_INTERVAL})")

@@ -90,12 +90,14 @@ def make_server(own_database_url, tmp_path):
 @pytest.fixture
 def app(app_database_url):
     """The app bound to a clean database, for tests below the HTTP layer."""
-    from config import database_url as sqlalchemy_url
+    from config import Config, database_url as sqlalchemy_url
     from vmsapp import create_app
     from vmsapp.extensions import db
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": sqlalchemy_url({"DATABASE_URL": app_database_url}),
-                      **{name: float(value) for name, value in FAST.items()}})
+    app = create_app({
+        **Config({**os.environ, **FAST}).as_dict(),
+        "SQLALCHEMY_DATABASE_URI": sqlalchemy_url({"DATABASE_URL": app_database_url}),
+    })
     with app.app_context():
         for table in reversed(db.metadata.sorted_tables):
             db.session.execute(table.delete())

@@ -18,8 +18,20 @@ from websockets.sync.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG_URL = "postgresql://root@127.0.0.1:5432/test"
 
-# Compressed time for the suite (SPEC §2 allows fractions of a second).
+# Tokens of the NVRs the tests created, by hostname (lower case): shared by
+# every server, since a test may reconnect an agent to a restarted one.
+TOKENS = {}
+
+# The admin key every test server accepts (VMS_ADMIN_API_KEY).
+ADMIN_KEY = "vms_test_" + uuid.uuid4().hex
+
+# Token mode with compressed time (SPEC §2 allows fractions of a second). The
+# suite fails auth on purpose from one address, so the per-address limit is
+# raised here and tested on a server of its own.
 FAST = {
+    "VMS_AUTH_MODE": "token",
+    "VMS_ADMIN_API_KEY": ADMIN_KEY,
+    "VMS_AUTH_FAILURE_LIMIT": "100000 per minute",
     "VMS_HEARTBEAT_INTERVAL": "0.5",
     "VMS_STALE_AFTER": "1.5",
     "VMS_SWEEP_INTERVAL": "0.5",
@@ -72,6 +84,7 @@ class LiveServer:
         self.log_path = log_path
         self.environ = {**FAST, **environ}
         self.process = None
+        self.tokens = TOKENS
 
     def start(self):
         env = flask_env(self.database_url, PORT=str(self.port), **self.environ)
@@ -109,14 +122,19 @@ class LiveServer:
         return Path(self.log_path).read_text(errors="replace")
 
     # REST helpers ------------------------------------------------------------
-    def api(self, method, path, **kwargs):
-        return requests.request(method, self.url + path, timeout=10, **kwargs)
+    def api(self, method, path, key=ADMIN_KEY, **kwargs):
+        """A REST call, with the admin key unless ``key`` (None: no header) says otherwise."""
+        headers = kwargs.pop("headers", {})
+        if key is not None:
+            headers.setdefault("Authorization", f"Bearer {key}")
+        return requests.request(method, self.url + path, timeout=10, headers=headers, **kwargs)
 
     def create_nvr(self, cameras=0, **fields):
         body = {"name": "Test NVR", "hostname": unique(), **fields}
         response = self.api("POST", "/api/nvrs", json=body)
         assert response.status_code == 201, response.text
         nvr = response.json()
+        self.tokens[nvr["hostname"].lower()] = nvr["token"]
         nvr["cameras"] = [self.create_camera(nvr["id"], channel=n) for n in range(1, cameras + 1)]
         return nvr
 
@@ -200,17 +218,22 @@ class Client:
         self.ws.close()
 
 
+def auth(server, hostname):
+    """The ``auth`` message for an NVR that ``server.create_nvr`` made."""
+    return {"type": "auth", "hostname": hostname, "token": server.tokens.get(hostname.lower())}
+
+
 def nvr_agent(server, hostname, **kwargs):
     """An authenticated agent; returns (client, auth_ok)."""
     client = Client(server.ws_url, **kwargs)
-    client.send({"type": "auth", "hostname": hostname})
+    client.send(auth(server, hostname))
     return client, client.expect_type("auth_ok")
 
 
-def dashboard(server):
+def dashboard(server, key=ADMIN_KEY):
     """A subscribed dashboard whose snapshot has been received."""
     client = Client(server.ws_url)
-    client.send({"type": "dashboard"})
+    client.send({"type": "dashboard", "token": key})
     client.expect_type("dashboard_ok")
     client.expect_type("snapshot")
     return client

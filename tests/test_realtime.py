@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from support import Client, dashboard, nvr_agent, unique, wait_until
+from support import ADMIN_KEY, Client, auth, dashboard, nvr_agent, unique, wait_until
 
 
 def marker(server, dash):
@@ -105,7 +105,7 @@ def test_it_marks_offline_on_disconnect_with_one_event_and_one_broadcast(server)
 def test_a_dashboard_snapshot_lists_nvrs_and_cameras(server):
     nvr = server.create_nvr(cameras=1)
     client = Client(server.ws_url)
-    client.send({"type": "dashboard"})
+    client.send({"type": "dashboard", "token": ADMIN_KEY})
 
     assert client.recv() == {"type": "dashboard_ok"}
     snapshot = client.recv()
@@ -206,7 +206,7 @@ def test_racing_reconnects_leave_a_consistent_history(server):
     clients = []
     for _ in range(6):
         client = Client(server.ws_url)
-        client.send({"type": "auth", "hostname": nvr["hostname"]})
+        client.send(auth(server, nvr["hostname"]))
         clients.append(client)
         if len(clients) % 2 == 0:
             clients[-2].close()

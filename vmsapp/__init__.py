@@ -4,7 +4,7 @@ from flask import Flask
 
 from config import Config
 
-from . import database, realtime
+from . import database, ratelimit, realtime
 from .api import register_blueprints
 from .cli import register_commands
 from .errors import register_error_handlers
@@ -30,4 +30,5 @@ def create_app(test_config=None):
 def register_extensions(app):
     database.init_app(app)
     sock.init_app(app)
+    ratelimit.init_app(app)
     realtime.init_app(app)

@@ -29,12 +29,16 @@ class ApiError(Exception):
         self.fields = fields
 
 
+# Headers that tell a client how to recover from the status.
+RECOVERY_HEADERS = {401: {"WWW-Authenticate": 'Bearer realm="vmsapp"'}, 429: {"Retry-After": "60"}}
+
+
 def error_response(status, message, code=None, fields=None):
     """A JSON error response in the one shape."""
     body = {"code": code or CODES.get(status, "error"), "message": message}
     if fields:
         body["fields"] = fields
-    return jsonify(error=body), status
+    return jsonify(error=body), status, RECOVERY_HEADERS.get(status, {})
 
 
 def handle_api_error(error):
@@ -42,6 +46,13 @@ def handle_api_error(error):
 
 
 def handle_http_exception(error):
+    response, status, headers = _http_error_response(error)
+    # Keep the headers the exception carries, such as Allow on a 405 (RFC 9110).
+    carried = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+    return response, status, [*headers.items(), *carried]
+
+
+def _http_error_response(error):
     data = getattr(error, "data", None) or {}
     messages = data.get("messages")
     if error.code == 400 and messages:

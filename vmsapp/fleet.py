@@ -4,11 +4,14 @@ published to dashboards after its commit. Status changes live in ``presence``.""
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from . import credentials
 from .errors import ApiError
 from .extensions import db
 from .models import OFFLINE, ONLINE, Camera, Nvr, StatusEvent
 from .realtime import protocol
 from .realtime.bus import current_bus
+
+CLOSE_POLICY = 1008
 
 
 def find_nvr_by_hostname(hostname):
@@ -85,12 +88,23 @@ def counts():
 
 
 def create_nvr(fields, now):
+    """Register an NVR with its first token (``nvr.token``, shown this once)."""
     _check_hostname_free(fields["hostname"])
     nvr = Nvr(**fields, status=OFFLINE, created_at=now, updated_at=now)
+    credentials.issue_nvr_token(nvr)
     db.session.add(nvr)
     _commit("hostname")
     current_bus().publish(protocol.nvr_changed("nvr_created", nvr))
     return nvr
+
+
+def replace_nvr_token(nvr):
+    """A new token for ``nvr``; the old one stops working and a connection
+    authenticated with it is closed (1008)."""
+    token = credentials.issue_nvr_token(nvr)
+    db.session.commit()
+    current_bus().close_nvr(nvr.id, CLOSE_POLICY, "token replaced")
+    return token
 
 
 def update_nvr(nvr, fields, now):

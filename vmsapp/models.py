@@ -55,6 +55,10 @@ class Nvr(db.Model):
     # Which WebSocket connection the NVR's presence belongs to: a close only
     # marks the NVR offline while it is still the current connection (rule 3).
     connection_id: Mapped[str | None] = mapped_column(sa.String(32))
+    # SHA-256 of the agent's token; the token itself is shown once and never stored.
+    token_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    # The token in clear, set only on the object that issued it (never stored).
+    token = None
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     # Changed by admin edits only; presence has last_seen and status_version.
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
@@ -101,3 +105,24 @@ class StatusEvent(db.Model):
     to_status: Mapped[str] = mapped_column(sa.String(16))
     reason: Mapped[str] = mapped_column(sa.String(32))
     at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+ADMIN = "admin"
+VIEWER = "viewer"
+ROLES = (ADMIN, VIEWER)
+
+
+class ApiKey(db.Model):
+    """A key for the REST API and dashboards; stored as its SHA-256 only."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (sa.CheckConstraint("role IN ('admin', 'viewer')", name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # The first characters of the key, so an operator can tell keys apart.
+    prefix: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

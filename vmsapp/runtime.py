@@ -34,7 +34,7 @@ def start(app, url=None):
                  config["VMS_SWEEP_INTERVAL"])
     if config["VMS_AUTH_MODE"] == "open":
         log.warning("auth mode is open: NVRs authenticate by hostname alone and the REST API "
-                    "and dashboards need no key")
+                    "and dashboards need no key (set VMS_AUTH_MODE=token)")
 
 
 def stop(app):

@@ -12,9 +12,13 @@ from .models import STATUSES
 
 # RFC 1123 host names (letters, digits, hyphens, dot-separated labels); an
 # underscore is tolerated because NVR firmware defaults often carry one.
-HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-                      r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*$")
+# \Z, not $: $ also matches before a trailing newline, which would let "host\n" in.
+HOSTNAME = re.compile(r"^(?=.{1,253}\Z)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                      r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\Z")
 MAX_LIMIT = 1000
+# The id columns are 32-bit integers on PostgreSQL: a larger id or offset can
+# name no row, and sent to the database it would be an error, not an answer.
+MAX_ID = 2**31 - 1
 
 
 def flatten_errors(messages, prefix=""):
@@ -44,9 +48,28 @@ class UtcDateTime(fields.DateTime):
         return isoformat(value)
 
 
+class Text(fields.String):
+    """A string both databases can store: PostgreSQL refuses NUL characters,
+    and an unpaired surrogate (valid in JSON) has no UTF-8 encoding at all."""
+
+    default_error_messages = {
+        "unstorable": "Must not contain NUL characters or unpaired surrogates.",
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise self.make_error("unstorable") from None
+        if "\x00" in value:
+            raise self.make_error("unstorable")
+        return value
+
+
 def text(max_length, **kwargs):
     """A string field that is not blank and not longer than ``max_length``."""
-    return fields.String(validate=[
+    return Text(validate=[
         validate.Length(min=1, max=max_length),
         validate.Regexp(r"\S", error="Must not be blank."),
     ], **kwargs)
@@ -109,6 +132,14 @@ class CameraSchema(Schema):
     updated_at = UtcDateTime()
 
 
+class NvrCreatedSchema(NvrSchema):
+    token = fields.String(metadata={"description": "The NVR's token, shown this once."})
+
+
+class TokenSchema(Schema):
+    token = fields.String(metadata={"description": "The new token, shown this once."})
+
+
 class NvrDetailSchema(NvrSchema):
     cameras = fields.List(fields.Nested(CameraSchema))
 
@@ -120,10 +151,10 @@ class NvrWriteSchema(ReadOnlyFields, Schema):
     read_only = NVR_PRESENCE_FIELDS
 
     name = text(200, required=True)
-    hostname = fields.String(required=True, validate=validate.Regexp(
+    hostname = Text(required=True, validate=validate.Regexp(
         HOSTNAME, error="Not a valid hostname (letters, digits, hyphens and dots, at most 253)."))
     ip_address = IpAddress(allow_none=True)
-    location = fields.String(allow_none=True, validate=validate.Length(max=200))
+    location = Text(allow_none=True, validate=validate.Length(max=200))
 
 
 class NvrUpdateSchema(NvrWriteSchema):
@@ -136,7 +167,7 @@ class NvrUpdateSchema(NvrWriteSchema):
 class CameraCreateSchema(ReadOnlyFields, Schema):
     read_only = ("id", "status", "created_at", "updated_at")
 
-    nvr_id = strict_int(required=True)
+    nvr_id = strict_int(required=True, validate=validate.Range(min=1, max=MAX_ID))
     name = text(200, required=True)
     channel = strict_int(allow_none=True, load_default=None,
                          validate=validate.Range(min=0, max=1_000_000))
@@ -153,16 +184,16 @@ class CameraUpdateSchema(ReadOnlyFields, Schema):
 
 class PageArgs(Schema):
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_LIMIT))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
 
 
 class NvrListArgs(PageArgs):
     status = fields.String(validate=validate.OneOf(STATUSES))
-    q = fields.String(validate=validate.Length(max=200))
+    q = Text(validate=validate.Length(max=200))
 
 
 class CameraListArgs(PageArgs):
-    nvr_id = fields.Integer()
+    nvr_id = fields.Integer(validate=validate.Range(min=1, max=MAX_ID))
     status = fields.String(validate=validate.OneOf(STATUSES))
 
 

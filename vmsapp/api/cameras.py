@@ -5,7 +5,8 @@ from flask_smorest import Blueprint
 
 from .. import fleet
 from ..clock import now
-from ..schemas import CameraCreateSchema, CameraListArgs, CameraPage, CameraSchema, CameraUpdateSchema
+from ..schemas import (MAX_ID, CameraCreateSchema, CameraListArgs, CameraPage, CameraSchema,
+                       CameraUpdateSchema)
 
 blp = Blueprint("cameras", __name__, url_prefix="/api/cameras", description="Cameras")
 
@@ -26,7 +27,7 @@ class CameraCollection(MethodView):
         return fleet.create_camera(fields, now())
 
 
-@blp.route("/<int:camera_id>")
+@blp.route(f"/<int(max={MAX_ID}):camera_id>")
 class CameraItem(MethodView):
     @blp.response(200, CameraSchema)
     def get(self, camera_id):

@@ -6,8 +6,9 @@ from flask_smorest import Blueprint
 from .. import fleet, presence
 from ..clock import now
 from ..errors import ApiError
-from ..schemas import (NvrDetailSchema, NvrListArgs, NvrPage, NvrSchema, NvrUpdateSchema,
-                       NvrWriteSchema, PageArgs, StatusEventPage)
+from ..schemas import (MAX_ID, NvrCreatedSchema, NvrDetailSchema, NvrListArgs, NvrPage,
+                       NvrSchema, NvrUpdateSchema, NvrWriteSchema, PageArgs, StatusEventPage,
+                       TokenSchema)
 
 blp = Blueprint("nvrs", __name__, url_prefix="/api/nvrs", description="NVRs")
 
@@ -22,13 +23,13 @@ class NvrCollection(MethodView):
         return {"items": items, "total": total}
 
     @blp.arguments(NvrWriteSchema)
-    @blp.response(201, NvrSchema)
+    @blp.response(201, NvrCreatedSchema)
     def post(self, fields):
-        """Register an NVR; it starts offline."""
+        """Register an NVR; it starts offline. The answer carries its token, this once."""
         return fleet.create_nvr(fields, now())
 
 
-@blp.route("/<int:nvr_id>")
+@blp.route(f"/<int(max={MAX_ID}):nvr_id>")
 class NvrItem(MethodView):
     @blp.response(200, NvrDetailSchema)
     def get(self, nvr_id):
@@ -48,7 +49,7 @@ class NvrItem(MethodView):
             raise ApiError(404, f"No NVR with id {nvr_id}.")
 
 
-@blp.route("/<int:nvr_id>/events")
+@blp.route(f"/<int(max={MAX_ID}):nvr_id>/events")
 @blp.arguments(PageArgs, location="query")
 @blp.response(200, StatusEventPage)
 def nvr_events(args, nvr_id):
@@ -56,3 +57,10 @@ def nvr_events(args, nvr_id):
     fleet.get_nvr(nvr_id)
     items, total = fleet.list_events(nvr_id, **args)
     return {"items": items, "total": total}
+
+
+@blp.route(f"/<int(max={MAX_ID}):nvr_id>/token", methods=["POST"])
+@blp.response(200, TokenSchema)
+def replace_token(nvr_id):
+    """Issue a new token; the old one stops working and its connection is closed (1008)."""
+    return {"token": fleet.replace_nvr_token(fleet.get_nvr(nvr_id))}

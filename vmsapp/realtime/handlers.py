@@ -4,8 +4,9 @@ import logging
 
 from flask import current_app
 
-from .. import fleet, presence
+from .. import credentials, fleet, presence
 from ..clock import now as clock_now
+from ..ratelimit import current_limiter
 
 from . import protocol
 from .registry import current_registry
@@ -25,14 +26,29 @@ def refuse(peer, code, message):
         peer.close(CLOSE_POLICY, message[:120])
 
 
+def refuse_credentials(peer, code, message, who):
+    """A failed authentication: counted against the address, logged without the secret."""
+    current_limiter().failed(peer.address)
+    log.warning("auth refused from %s: %s (%s)", peer.address, code, who)
+    refuse(peer, code, message)
+
+
 def handle_auth(peer, fields):
     """``auth``: the peer is an NVR agent; returns its session, or None when refused."""
     now = clock_now()
+    if current_limiter().blocked(peer.address):
+        refuse(peer, "too_many_attempts", "Too many failed attempts; wait a minute.")
+        return None
     hostname = fields["hostname"]
     nvr = fleet.find_nvr_by_hostname(hostname)
     if nvr is None:
-        log.warning("auth refused from %s: unknown hostname %r", peer.address, hostname[:100])
-        refuse(peer, "invalid_hostname", "No NVR is registered with this hostname.")
+        refuse_credentials(peer, "invalid_hostname", "No NVR is registered with this hostname.",
+                           f"hostname {hostname[:100]!r}")
+        return None
+    if current_app.config["VMS_AUTH_MODE"] == "token" and not credentials.matches(
+            fields.get("token") or peer.bearer, nvr.token_hash):
+        refuse_credentials(peer, "invalid_token", "Wrong or missing token for this NVR.",
+                           f"nvr {nvr.hostname}")
         return None
     # Built before the commit below expires the loaded objects.
     reply = protocol.auth_ok(nvr, nvr.cameras, current_app.config["VMS_HEARTBEAT_INTERVAL"])
@@ -51,6 +67,16 @@ def handle_auth(peer, fields):
 
 def handle_dashboard(peer, fields):
     """``dashboard``: subscribe, then send ``dashboard_ok`` and a snapshot."""
+    config = current_app.config
+    if config["VMS_AUTH_MODE"] == "token":
+        if current_limiter().blocked(peer.address):
+            refuse(peer, "too_many_attempts", "Too many failed attempts; wait a minute.")
+            return None
+        if credentials.role_of(fields.get("token") or peer.bearer,
+                               config["VMS_ADMIN_API_KEY"]) is None:
+            refuse_credentials(peer, "unauthorized", "A viewer or admin API key is needed.",
+                               "dashboard")
+            return None
     session = DashboardSession(peer)
     # Subscribed before the snapshot is read, so no change falls in between.
     current_registry().add_dashboard(session)

@@ -35,9 +35,10 @@ class _SerializedSocket:
 class Peer:
     """A connected WebSocket: ``send`` and ``close`` are safe from any thread."""
 
-    def __init__(self, ws, address):
+    def __init__(self, ws, address, bearer=None):
         self.ws = ws
         self.address = address
+        self.bearer = bearer  # a credential from the upgrade's Authorization header
         self._lock = threading.RLock()
         ws.sock.settimeout(SEND_TIMEOUT)
         # Route the reader thread's writes (pongs, close replies) through the lock too.

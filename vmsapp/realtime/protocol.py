@@ -9,7 +9,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from ..clock import isoformat
 from ..models import STATUSES
-from ..schemas import CameraSchema, NvrSchema, flatten_errors
+from ..schemas import CameraSchema, NvrSchema, Text, flatten_errors
 
 
 class ProtocolError(Exception):
@@ -30,12 +30,12 @@ class _Message(Schema):
 
 
 class AuthMessage(_Message):
-    hostname = fields.String(required=True, validate=validate.Length(min=1, max=253))
-    token = fields.String(validate=validate.Length(max=512))
+    hostname = Text(required=True, validate=validate.Length(min=1, max=253))
+    token = Text(validate=validate.Length(max=512))
 
 
 class DashboardMessage(_Message):
-    token = fields.String(validate=validate.Length(max=512))
+    token = Text(validate=validate.Length(max=512))
 
 
 class CameraReport(Schema):
@@ -66,7 +66,7 @@ def parse(raw):
         raise ProtocolError("binary_not_supported", "Send JSON text frames, not binary ones.")
     try:
         message = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse
         raise ProtocolError("invalid_json", "The message is not valid JSON.") from None
     if not isinstance(message, dict):
         raise ProtocolError("invalid_message", "A message must be a JSON object.")

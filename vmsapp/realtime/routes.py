@@ -13,9 +13,10 @@ from ..clock import now as clock_now
 from ..extensions import db, sock
 from . import protocol
 from .registry import current_registry
-from .handlers import DASHBOARD_MESSAGES, FIRST_MESSAGE, NVR_MESSAGES, refuse
+from ..credentials import bearer
+from .handlers import CLOSE_POLICY, DASHBOARD_MESSAGES, FIRST_MESSAGE, NVR_MESSAGES, refuse
 from .peer import Peer
-from .sessions import CLOSE_TOO_SLOW, NvrSession
+from .sessions import CLOSE_TOO_SLOW, MessageRate, NvrSession
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +30,17 @@ DASHBOARD_POLL = 0.25
 
 @sock.route("/ws", bp=bp)
 def websocket(ws):
-    peer = Peer(ws, request.remote_addr)
+    # Non-browser clients may send their credential in the upgrade request.
+    peer = Peer(ws, request.remote_addr, bearer(request.headers.get("Authorization")))
     session = _authenticate(peer)
     if session is None:
         return
+    rate = MessageRate(current_app.config["VMS_MESSAGE_RATE"],
+                       current_app.config["VMS_MESSAGE_BURST"])
     if isinstance(session, NvrSession):
-        _serve_nvr(session)
+        _serve_nvr(session, rate)
     else:
-        _serve_dashboard(session)
+        _serve_dashboard(session, rate)
 
 
 def _authenticate(peer):
@@ -62,7 +66,7 @@ def _authenticate(peer):
     return None
 
 
-def _serve_nvr(session):
+def _serve_nvr(session, rate):
     peer = session.peer
     registry = current_registry()
     stale_after = current_app.config["VMS_STALE_AFTER"]
@@ -79,8 +83,9 @@ def _serve_nvr(session):
             raw = peer.receive(remaining)
             if raw is not None:
                 session.touch(clock_now())
-                strikes = _dispatch(session, raw, NVR_MESSAGES, strikes)
-        peer.close(1008, "too many invalid messages")
+                if _within_rate(peer, rate):
+                    strikes = _dispatch(session, raw, NVR_MESSAGES, strikes)
+        peer.close(CLOSE_POLICY, "too many invalid messages")
     finally:
         registry.remove_nvr(session)
         if not registry.stopping:
@@ -88,7 +93,7 @@ def _serve_nvr(session):
                     presence.DISCONNECTED, clock_now())
 
 
-def _serve_dashboard(session):
+def _serve_dashboard(session, rate):
     peer = session.peer
     registry = current_registry()
     strikes = 0
@@ -103,12 +108,25 @@ def _serve_dashboard(session):
             except queue.Empty:
                 pass
             raw = peer.receive(0)
-            if raw is not None:
+            if raw is not None and _within_rate(peer, rate):
                 strikes = _dispatch(session, raw, DASHBOARD_MESSAGES, strikes)
-        peer.close(1008, "too many invalid messages")
+        peer.close(CLOSE_POLICY, "too many invalid messages")
     finally:
         registry.remove_dashboard(session)
         log.info("dashboard %s disconnected", peer.address)
+
+
+def _within_rate(peer, rate):
+    """Admit one message, or refuse it: told once, closed 1008 if it goes on."""
+    if rate.admit():
+        return True
+    if rate.excess == 1:
+        peer.send(protocol.encode(protocol.error(
+            "rate_limited", f"More than {rate.rate:g} messages a second; slow down.")))
+    elif rate.excess > rate.burst:
+        log.warning("closing %s: it kept sending too fast", peer.address)
+        peer.close(CLOSE_POLICY, "too many messages")
+    return False
 
 
 def _dispatch(session, raw, handlers, strikes):

@@ -45,3 +45,29 @@ class DashboardSession:
             self.outbox.put_nowait(text)
         except queue.Full:
             self.overflowed = True
+
+
+class MessageRate:
+    """A token bucket: ``rate`` messages a second, in bursts of up to ``burst``.
+
+    Only the connection's own thread calls it, so it needs no lock: two float
+    operations per message keep the heartbeat path as cheap as it was."""
+
+    def __init__(self, rate, burst):
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+        self.excess = 0  # messages refused since the peer last stayed within the rate
+
+    def admit(self):
+        """Whether one more message fits; counts ``excess`` when it does not."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            self.excess = 0
+            return True
+        self.excess += 1
+        return False
