@@ -3,10 +3,9 @@
 import logging
 
 from flask import jsonify
+from marshmallow import Schema, fields
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
-
-from .schemas import flatten_errors
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +15,39 @@ CODES = {
     415: "unsupported_media_type", 422: "invalid_field", 429: "too_many_requests",
     500: "internal_error", 503: "unavailable",
 }
+
+
+def flatten_errors(messages, prefix=""):
+    """marshmallow/webargs error messages as ``{"field.path": "text"}``."""
+    flat = {}
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            if key in ("json", "query", "view_args", "path") and not prefix:
+                flat.update(flatten_errors(value))
+                continue
+            name = "body" if key == "_schema" else str(key)
+            flat.update(flatten_errors(value, f"{prefix}.{name}" if prefix else name))
+    elif isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
+        flat[prefix or "body"] = " ".join(messages)
+    elif isinstance(messages, list):
+        for index, value in enumerate(messages):
+            flat.update(flatten_errors(value, f"{prefix}.{index}" if prefix else str(index)))
+    else:
+        flat[prefix or "body"] = str(messages)
+    return flat
+
+
+class ErrorDetailSchema(Schema):
+    code = fields.String(metadata={"description": "Stable, machine-readable error code."})
+    message = fields.String(metadata={"description": "What went wrong, naming the field."})
+    fields = fields.Dict(keys=fields.String(), values=fields.String(),
+                         metadata={"description": "Invalid fields and what is wrong with each."})
+
+
+class ErrorSchema(Schema):
+    """The one error shape, as the OpenAPI document describes it."""
+
+    error = fields.Nested(ErrorDetailSchema)
 
 
 class ApiError(Exception):

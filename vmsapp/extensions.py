@@ -7,6 +7,8 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
+from .errors import ErrorSchema
+
 
 class Base(DeclarativeBase):
     # Stable constraint names, so migrations can refer to them on every database.
@@ -19,7 +21,12 @@ class Base(DeclarativeBase):
     })
 
 
+class DocumentedApi(Api):
+    # Error responses are documented in the shape vmsapp really sends.
+    ERROR_SCHEMA = ErrorSchema
+
+
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 sock = Sock()
-api = Api()
+api = DocumentedApi()

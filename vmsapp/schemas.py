@@ -13,32 +13,22 @@ from .models import STATUSES
 # RFC 1123 host names (letters, digits, hyphens, dot-separated labels); an
 # underscore is tolerated because NVR firmware defaults often carry one.
 # \Z, not $: $ also matches before a trailing newline, which would let "host\n" in.
-HOSTNAME = re.compile(r"^(?=.{1,253}\Z)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-                      r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\Z")
+# RFC 1123 labels, ECMA-262 compatible so OpenAPI tools can use it; the
+# 253-character limit is a Length check beside it.
+HOSTNAME_PATTERN = (r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*$")
+HOSTNAME = re.compile(HOSTNAME_PATTERN)
 MAX_LIMIT = 1000
 # The id columns are 32-bit integers on PostgreSQL: a larger id or offset can
 # name no row, and sent to the database it would be an error, not an answer.
 MAX_ID = 2**31 - 1
 
 
-def flatten_errors(messages, prefix=""):
-    """marshmallow/webargs error messages as ``{"field.path": "text"}``."""
-    flat = {}
-    if isinstance(messages, dict):
-        for key, value in messages.items():
-            if key in ("json", "query", "view_args", "path") and not prefix:
-                flat.update(flatten_errors(value))
-                continue
-            name = "body" if key == "_schema" else str(key)
-            flat.update(flatten_errors(value, f"{prefix}.{name}" if prefix else name))
-    elif isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
-        flat[prefix or "body"] = " ".join(messages)
-    elif isinstance(messages, list):
-        for index, value in enumerate(messages):
-            flat.update(flatten_errors(value, f"{prefix}.{index}" if prefix else str(index)))
-    else:
-        flat[prefix or "body"] = str(messages)
-    return flat
+def validate_hostname(value):
+    # fullmatch: "$" alone would also accept a trailing newline.
+    if len(value) > 253 or not HOSTNAME.fullmatch(value):
+        raise ValidationError(
+            "Not a valid hostname (letters, digits, hyphens and dots, at most 253).")
 
 
 class UtcDateTime(fields.DateTime):
@@ -151,8 +141,8 @@ class NvrWriteSchema(ReadOnlyFields, Schema):
     read_only = NVR_PRESENCE_FIELDS
 
     name = text(200, required=True)
-    hostname = Text(required=True, validate=validate.Regexp(
-        HOSTNAME, error="Not a valid hostname (letters, digits, hyphens and dots, at most 253)."))
+    hostname = Text(required=True, validate=validate_hostname,
+                    metadata={"pattern": HOSTNAME_PATTERN, "maxLength": 253})
     ip_address = IpAddress(allow_none=True)
     location = Text(allow_none=True, validate=validate.Length(max=200))
 

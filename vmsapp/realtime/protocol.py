@@ -9,7 +9,8 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from ..clock import isoformat
 from ..models import STATUSES
-from ..schemas import CameraSchema, NvrSchema, Text, flatten_errors
+from ..errors import flatten_errors
+from ..schemas import CameraSchema, NvrSchema, Text
 
 
 class ProtocolError(Exception):
