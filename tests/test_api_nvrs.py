@@ -476,3 +476,12 @@ def test_it_closes_a_deleted_nvrs_agent_and_tells_dashboards(server):
     finally:
         agent.close()
         board.close()
+
+
+def test_a_deleted_nvrs_id_is_never_given_to_a_new_one(server):
+    """Else the new NVR would inherit the old one's history (SQLite reuses ids by default)."""
+    first = server.create_nvr()
+    assert server.api("DELETE", f"/api/nvrs/{first['id']}").status_code == 204
+    second = server.create_nvr()
+    assert second["id"] > first["id"]
+    assert server.events(second["id"]) == []

@@ -74,3 +74,21 @@ def test_runtime_starts_both_jobs_and_stops_them_with_the_app(app):
 
     assert not scheduler.running
     assert app.extensions["vmsapp.registry"].stopping
+
+
+def test_flush_still_writes_the_others_when_an_nvr_was_deleted_meanwhile(app):
+    with app.app_context():
+        kept, gone = add_nvr("kept"), add_nvr("gone")
+        t = now()
+        for nvr_id in (kept, gone):
+            session = NvrSession(peer=None, nvr_id=nvr_id, hostname=str(nvr_id), now=t)
+            current_registry().add_nvr(session)
+            session.touch(t)
+        db.session.delete(db.session.get(Nvr, gone))
+        db.session.commit()
+        db.session.remove()
+
+    assert jobs.flush_last_seen(app) == 2
+
+    with app.app_context():
+        assert db.session.get(Nvr, kept).last_seen == t

@@ -35,9 +35,14 @@ def flush_last_seen(app):
         seen = current_registry().take_last_seen()
         if not seen:
             return 0
+        nvrs = Nvr.__table__
+        # A Core executemany: an NVR deleted since its heartbeat matches no row,
+        # which must not fail the whole batch (the ORM's bulk update would).
+        statement = (sa.update(nvrs).where(nvrs.c.id == sa.bindparam("nvr_id"))
+                     .values(last_seen=sa.bindparam("seen")))
         try:
-            db.session.execute(sa.update(Nvr), [
-                {"id": nvr_id, "last_seen": last_seen} for nvr_id, last_seen in seen.items()])
+            db.session.execute(statement, [{"nvr_id": nvr_id, "seen": last_seen}
+                                           for nvr_id, last_seen in seen.items()])
             db.session.commit()
         except SQLAlchemyError:
             db.session.rollback()

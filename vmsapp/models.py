@@ -38,10 +38,16 @@ class UtcDateTime(sa.types.TypeDecorator):
         return value.astimezone(timezone.utc)
 
 
+# SQLite would otherwise hand a deleted row's id to the next row, and a new NVR
+# would inherit the old one's status history and dashboards' idea of it.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class Nvr(db.Model):
     __tablename__ = "nvrs"
     __table_args__ = (
         sa.CheckConstraint("status IN ('online', 'offline')", name="status"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -77,6 +83,7 @@ class Camera(db.Model):
     __table_args__ = (
         sa.UniqueConstraint("nvr_id", "channel"),
         sa.CheckConstraint("status IN ('online', 'offline')", name="status"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -96,7 +103,7 @@ class StatusEvent(db.Model):
     so ``nvr_id`` and ``camera_id`` carry no foreign keys."""
 
     __tablename__ = "status_events"
-    __table_args__ = (sa.Index("ix_status_events_nvr_id_at", "nvr_id", "at"),)
+    __table_args__ = (sa.Index("ix_status_events_nvr_id_at", "nvr_id", "at"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     nvr_id: Mapped[int]
@@ -116,7 +123,8 @@ class ApiKey(db.Model):
     """A key for the REST API and dashboards; stored as its SHA-256 only."""
 
     __tablename__ = "api_keys"
-    __table_args__ = (sa.CheckConstraint("role IN ('admin', 'viewer')", name="role"),)
+    __table_args__ = (sa.CheckConstraint("role IN ('admin', 'viewer')", name="role"),
+                      NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(200))

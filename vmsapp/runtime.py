@@ -42,11 +42,10 @@ def stop(app):
     offline (agents reconnect to the next process), write ``last_seen`` one
     last time, stop the jobs. Safe to call twice."""
     registry = app.extensions[REGISTRY_KEY]
-    if registry.stopping:
+    if not registry.begin_stop():
         return
     log.info("stopping: closing %d NVR and %d dashboard connection(s) with 1001",
              len(registry.nvr_sessions()), len(registry.dashboards()))
-    registry.stopping = True
     jobs.flush_last_seen(app)
     registry.close_all(CLOSE_GOING_AWAY, "server going away")
     scheduler = app.extensions.pop(SCHEDULER_KEY, None)

@@ -30,7 +30,8 @@ def upgrade():
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint("status IN ('online', 'offline')", name=op.f('ck_nvrs_status')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_nvrs'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_nvrs')),
+    sqlite_autoincrement=True
     )
     # Hostnames are unique whatever their case (autogenerate cannot see this index).
     op.create_index('uq_nvrs_hostname_lower', 'nvrs', [sa.text('lower(hostname)')], unique=True)
@@ -42,7 +43,8 @@ def upgrade():
     sa.Column('to_status', sa.String(length=16), nullable=False),
     sa.Column('reason', sa.String(length=32), nullable=False),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_events'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_events')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('status_events', schema=None) as batch_op:
         batch_op.create_index('ix_status_events_nvr_id_at', ['nvr_id', 'at'], unique=False)
@@ -58,7 +60,8 @@ def upgrade():
     sa.CheckConstraint("status IN ('online', 'offline')", name=op.f('ck_cameras_status')),
     sa.ForeignKeyConstraint(['nvr_id'], ['nvrs.id'], name=op.f('fk_cameras_nvr_id_nvrs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_cameras')),
-    sa.UniqueConstraint('nvr_id', 'channel', name=op.f('uq_cameras_nvr_id_channel'))
+    sa.UniqueConstraint('nvr_id', 'channel', name=op.f('uq_cameras_nvr_id_channel')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('cameras', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_cameras_nvr_id'), ['nvr_id'], unique=False)

@@ -29,7 +29,8 @@ def upgrade():
     sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint("role IN ('admin', 'viewer')", name=op.f('ck_api_keys_role')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
-    sa.UniqueConstraint('key_hash', name=op.f('uq_api_keys_key_hash'))
+    sa.UniqueConstraint('key_hash', name=op.f('uq_api_keys_key_hash')),
+    sqlite_autoincrement=True
     )
 
 

@@ -78,6 +78,12 @@ class Registry:
             "nvr_hostnames": sorted({s.hostname for s in nvr_sessions}),
         }
 
+    def begin_stop(self):
+        """Mark the process as stopping; True only for the first caller."""
+        with self._lock:
+            first, self.stopping = not self.stopping, True
+        return first
+
     def close_all(self, code, reason):
         """Close every connection of this process."""
         for session in self.nvr_sessions():

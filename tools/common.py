@@ -1,0 +1,102 @@
+"""What both simulators share: reconnect backoff, close codes, logging, stopping."""
+
+import logging
+import random
+import signal
+import sys
+import threading
+import time
+
+DEFAULT_URL = "ws://localhost:3000/ws"
+
+# Exit statuses of the simulators.
+EXIT_OK = 0
+EXIT_FATAL = 1  # refused or deleted: retrying cannot help
+
+# How often loops blocked on the socket look at the stop flag; bounds how long
+# Ctrl-C or --duration take to act.
+STOP_POLL = 0.2
+
+# What a closed connection without a close frame reports (RFC 6455 §7.1.5).
+CLOSE_ABNORMAL = 1006
+
+
+class Backoff:
+    """Exponential reconnect delays with jitter: 0.5 s doubling up to 30 s.
+
+    Jitter keeps a fleet of simulated agents from reconnecting in lockstep
+    after a server restart."""
+
+    def __init__(self, first=0.5, cap=30.0):
+        self.first = first
+        self.cap = cap
+        self.attempts = 0
+
+    def next_delay(self):
+        """The delay before the next attempt; each call doubles the following one."""
+        delay = min(self.cap, self.first * 2 ** self.attempts)
+        self.attempts = min(self.attempts + 1, 32)  # no float overflow after days of retries
+        return delay * random.uniform(0.5, 1.0)
+
+    def reset(self):
+        """Start over at the first delay (after a successful authentication)."""
+        self.attempts = 0
+
+
+def close_code(closed):
+    """The close code the server sent, from a ``ConnectionClosed`` exception."""
+    return closed.rcvd.code if closed.rcvd is not None else CLOSE_ABNORMAL
+
+
+def close_reason(closed):
+    """The close reason the server sent, or ``""``."""
+    return closed.rcvd.reason if closed.rcvd is not None else ""
+
+
+def setup_logging(verbose, stream=sys.stdout):
+    """One line per event, with a millisecond timestamp; DEBUG when verbose."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)-7s %(message)s",
+                                           datefmt="%H:%M:%S"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # The websockets library's own debug output would drown ours.
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+def stop_on_signals(stop):
+    """Ctrl-C and SIGTERM set ``stop`` so workers close with 1000; a second
+    Ctrl-C interrupts at once, in case closing hangs."""
+
+    def handle(signum, frame):
+        logging.getLogger(__name__).info("stopping (%s)", signal.Signals(signum).name)
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
+def run_workers(targets, stop, duration=None):
+    """Run each callable in its own thread until all return or ``stop`` is set
+    (by a signal, or after ``duration`` seconds); the worst exit status."""
+    statuses = {}
+    threads = []
+    for name, target in targets:
+        thread = threading.Thread(target=lambda n=name, t=target: statuses.__setitem__(n, t()),
+                                  name=name, daemon=True)
+        thread.start()
+        threads.append(thread)
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        while any(thread.is_alive() for thread in threads):
+            if deadline is not None and time.monotonic() >= deadline and not stop.is_set():
+                logging.getLogger(__name__).info("stopping (--duration %gs elapsed)", duration)
+                stop.set()
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        stop.set()
+        return 130
+    # A worker that died of a bug left no status: count it as a failure.
+    return max((statuses.get(thread.name, EXIT_FATAL) for thread in threads), default=EXIT_OK)
