@@ -23,7 +23,7 @@ DEFAULT_PG_URL = "postgresql://root@127.0.0.1:5432/test"
 TOKENS = {}
 
 # The admin key every test server accepts (VMS_ADMIN_API_KEY).
-ADMIN_KEY = "vms_test_" + uuid.uuid4().hex
+ADMIN_KEY = "vms_test_admin_key_for_the_suite"
 
 # Token mode with compressed time (SPEC §2 allows fractions of a second). The
 # suite fails auth on purpose from one address, so the per-address limit is
@@ -38,7 +38,7 @@ FAST = {
 }
 
 
-def wait_until(predicate, timeout=5.0, interval=0.02, message="condition"):
+def wait_until(predicate, timeout=15.0, interval=0.02, message="condition"):
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -179,7 +179,7 @@ class Client:
         self.received.append(message)
         return message
 
-    def expect(self, predicate, timeout=5.0, what="a message"):
+    def expect(self, predicate, timeout=10.0, what="a message"):
         """The first message (already received or arriving) that matches."""
         for message in self.received:
             if predicate(message):
@@ -196,12 +196,12 @@ class Client:
             if predicate(message):
                 return message
 
-    def expect_type(self, kind, timeout=5.0, **fields):
+    def expect_type(self, kind, timeout=10.0, **fields):
         return self.expect(lambda m: m.get("type") == kind and
                            all(m.get(k) == v for k, v in fields.items()),
                            timeout, what=f"{kind} {fields}")
 
-    def close_code(self, timeout=5.0):
+    def close_code(self, timeout=10.0):
         """Wait for the server to close; the close code it sent."""
         deadline = time.monotonic() + timeout
         try:

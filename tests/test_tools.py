@@ -46,7 +46,7 @@ class Sim:
     def output(self):
         return "\n".join(self.lines)
 
-    def wait_for_line(self, *words, timeout=10.0):
+    def wait_for_line(self, *words, timeout=30.0):
         """The first output line containing all ``words``."""
         def found():
             return next((line for line in self.lines if all(w in line for w in words)), None)
@@ -56,7 +56,7 @@ class Sim:
     def count_lines(self, *words):
         return sum(1 for line in self.lines if all(w in line for w in words))
 
-    def wait(self, timeout=15.0):
+    def wait(self, timeout=30.0):
         """The exit status, once the process has ended by itself."""
         status = self.process.wait(timeout)
         self._reader.join(5)

@@ -11,7 +11,6 @@ from .models import OFFLINE, ONLINE, Camera, Nvr, StatusEvent
 from .realtime import protocol
 from .realtime.bus import current_bus
 
-CLOSE_POLICY = 1008
 
 
 def find_nvr_by_hostname(hostname):
@@ -103,7 +102,7 @@ def replace_nvr_token(nvr):
     authenticated with it is closed (1008)."""
     token = credentials.issue_nvr_token(nvr)
     db.session.commit()
-    current_bus().close_nvr(nvr.id, CLOSE_POLICY, "token replaced")
+    current_bus().close_nvr(nvr.id, protocol.CLOSE_POLICY, "token replaced")
     return token
 
 

@@ -26,11 +26,6 @@ STALE = "stale"
 DELETED = "deleted"
 REPORTED = "reported"
 
-# Close codes (SPEC §4).
-CLOSE_REPLACED = 4000
-CLOSE_STALE = 4001
-CLOSE_DELETED = 4004
-
 
 @dataclass(frozen=True)
 class NvrTransition:
@@ -95,7 +90,7 @@ def sweep_stale(now, stale_after):
     bus = current_bus()
     for transition in transitions:
         # A live connection somewhere may still hold it: make it reconnect.
-        bus.close_nvr(transition.nvr_id, CLOSE_STALE, "heartbeat timeout")
+        bus.close_nvr(transition.nvr_id, protocol.CLOSE_STALE, "heartbeat timeout")
     return transitions
 
 
@@ -143,7 +138,7 @@ def delete_nvr(nvr_id, now):
     _announce(transitions)
     bus = current_bus()
     bus.publish(protocol.nvr_deleted(nvr_id))
-    bus.close_nvr(nvr_id, CLOSE_DELETED, "NVR deleted")
+    bus.close_nvr(nvr_id, protocol.CLOSE_DELETED, "NVR deleted")
     return True
 
 

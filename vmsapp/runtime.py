@@ -8,12 +8,12 @@ from datetime import timezone
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import jobs
+from .realtime import protocol
 from .realtime.registry import EXTENSION_KEY as REGISTRY_KEY
 
 log = logging.getLogger(__name__)
 
 SCHEDULER_KEY = "vmsapp.scheduler"
-CLOSE_GOING_AWAY = 1001
 
 
 def start(app, url=None):
@@ -47,7 +47,7 @@ def stop(app):
     log.info("stopping: closing %d NVR and %d dashboard connection(s) with 1001",
              len(registry.nvr_sessions()), len(registry.dashboards()))
     jobs.flush_last_seen(app)
-    registry.close_all(CLOSE_GOING_AWAY, "server going away")
+    registry.close_all(protocol.CLOSE_GOING_AWAY, "server going away")
     scheduler = app.extensions.pop(SCHEDULER_KEY, None)
     if scheduler is not None:
         scheduler.shutdown(wait=False)

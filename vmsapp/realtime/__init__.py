@@ -5,8 +5,10 @@ from . import bus, registry
 
 def init_app(app):
     """Give the app its registry and bus, and register the /ws route."""
+    from .peer import ReaderThread
     from .routes import bp
 
+    app.config["SOCK_SERVER_OPTIONS"].setdefault("thread_class", ReaderThread)
     connections = registry.Registry()
     app.extensions[registry.EXTENSION_KEY] = connections
     app.extensions[bus.EXTENSION_KEY] = bus.LocalBus(connections)

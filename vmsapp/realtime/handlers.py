@@ -15,15 +15,13 @@ from .sessions import DashboardSession, NvrSession
 
 log = logging.getLogger(__name__)
 
-CLOSE_POLICY = 1008
-
 
 def refuse(peer, code, message):
     """Answer with an error and close 1008 (SPEC §4: failed auth, rule 1)."""
     try:
         peer.send(protocol.encode(protocol.error(code, message)))
     finally:
-        peer.close(CLOSE_POLICY, message[:120])
+        peer.close(protocol.CLOSE_POLICY, message[:120])
 
 
 def refuse_credentials(peer, code, message, who):
@@ -57,7 +55,7 @@ def handle_auth(peer, fields):
     current_registry().add_nvr(session)
     # Newest wins (rule 3): our claim is committed, so older connections'
     # closes no longer count as disconnects.
-    current_bus().close_nvr(session.nvr_id, presence.CLOSE_REPLACED,
+    current_bus().close_nvr(session.nvr_id, protocol.CLOSE_REPLACED,
                             "replaced by a newer connection", keep=session.connection_id)
     if transition is None:
         log.info("nvr %s reconnected from %s while online", session.hostname, peer.address)

@@ -17,6 +17,15 @@ log = logging.getLogger(__name__)
 SEND_TIMEOUT = 10.0
 
 
+class ReaderThread(threading.Thread):
+    """simple-websocket's per-socket reader thread, as a daemon: a reader still
+    waiting for a vanished peer's close reply must not keep a stopping worker
+    alive until its next ping (its socket dies with the process anyway)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, daemon=True, **kwargs)
+
+
 class _SerializedSocket:
     """The raw socket, with ``send`` under the peer's write lock."""
 
@@ -64,12 +73,11 @@ class Peer:
     def close(self, code, reason=""):
         """Close with ``code``; a no-op when already closed."""
         with self._lock:
-            if not self.ws.connected:
-                return
-            try:
-                self.ws.close(code, reason)
-            except (ConnectionClosed, OSError):
-                self._drop()
+            if self.ws.connected:
+                try:
+                    self.ws.close(code, reason)
+                except (ConnectionClosed, OSError):
+                    self._drop()
         # Wake the handler thread if it waits in receive().
         self.ws.event.set()
 

@@ -13,6 +13,15 @@ from ..errors import flatten_errors
 from ..schemas import CameraSchema, NvrSchema, Text
 
 
+# Close codes (SPEC §4), plus 1013 for a dashboard too slow to keep up.
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_SLOW = 1013
+CLOSE_REPLACED = 4000
+CLOSE_STALE = 4001
+CLOSE_DELETED = 4004
+
+
 class ProtocolError(Exception):
     """A message the server refuses; ``code`` goes into the error reply."""
 

@@ -14,9 +14,9 @@ from ..extensions import db, sock
 from . import protocol
 from .registry import current_registry
 from ..credentials import bearer
-from .handlers import CLOSE_POLICY, DASHBOARD_MESSAGES, FIRST_MESSAGE, NVR_MESSAGES, refuse
+from .handlers import DASHBOARD_MESSAGES, FIRST_MESSAGE, NVR_MESSAGES, refuse
 from .peer import Peer
-from .sessions import CLOSE_TOO_SLOW, MessageRate, NvrSession
+from .sessions import MessageRate, NvrSession
 
 log = logging.getLogger(__name__)
 
@@ -72,20 +72,20 @@ def _serve_nvr(session, rate):
     stale_after = current_app.config["VMS_STALE_AFTER"]
     strikes = 0
     try:
-        while strikes < MAX_STRIKES:
+        while strikes < MAX_STRIKES and not registry.stopping:
             # The server watches for silence itself (rule 4): pings don't count.
             remaining = session.last_message + stale_after - time.monotonic()
             if remaining <= 0:
                 presence.disconnect(session.nvr_id, session.connection_id, presence.STALE,
                                     clock_now())
-                peer.close(presence.CLOSE_STALE, "heartbeat timeout")
+                peer.close(protocol.CLOSE_STALE, "heartbeat timeout")
                 return
             raw = peer.receive(remaining)
             if raw is not None:
                 session.touch(clock_now())
                 if _within_rate(peer, rate):
                     strikes = _dispatch(session, raw, NVR_MESSAGES, strikes)
-        peer.close(CLOSE_POLICY, "too many invalid messages")
+        _close_after_loop(peer, registry)
     finally:
         registry.remove_nvr(session)
         if not registry.stopping:
@@ -98,10 +98,10 @@ def _serve_dashboard(session, rate):
     registry = current_registry()
     strikes = 0
     try:
-        while strikes < MAX_STRIKES:
+        while strikes < MAX_STRIKES and not registry.stopping:
             if session.overflowed:
                 log.warning("dashboard %s dropped: it could not keep up", peer.address)
-                peer.close(CLOSE_TOO_SLOW, "too slow to keep up, reconnect")
+                peer.close(protocol.CLOSE_TOO_SLOW, "too slow to keep up, reconnect")
                 return
             try:
                 peer.send(session.outbox.get(timeout=DASHBOARD_POLL))
@@ -110,10 +110,19 @@ def _serve_dashboard(session, rate):
             raw = peer.receive(0)
             if raw is not None and _within_rate(peer, rate):
                 strikes = _dispatch(session, raw, DASHBOARD_MESSAGES, strikes)
-        peer.close(CLOSE_POLICY, "too many invalid messages")
+        _close_after_loop(peer, registry)
     finally:
         registry.remove_dashboard(session)
         log.info("dashboard %s disconnected", peer.address)
+
+
+def _close_after_loop(peer, registry):
+    """The peer is still there when its loop ends: the server is stopping, or
+    the peer kept sending what the server refuses."""
+    if registry.stopping:
+        peer.close(protocol.CLOSE_GOING_AWAY, "server going away")
+    else:
+        peer.close(protocol.CLOSE_POLICY, "too many invalid messages")
 
 
 def _within_rate(peer, rate):
@@ -125,7 +134,7 @@ def _within_rate(peer, rate):
             "rate_limited", f"More than {rate.rate:g} messages a second; slow down.")))
     elif rate.excess > rate.burst:
         log.warning("closing %s: it kept sending too fast", peer.address)
-        peer.close(CLOSE_POLICY, "too many messages")
+        peer.close(protocol.CLOSE_POLICY, "too many messages")
     return False
 
 

@@ -7,7 +7,6 @@ import uuid
 # Messages waiting for one dashboard; a dashboard this far behind is dropped
 # rather than slowing everyone else down.
 DASHBOARD_BACKLOG = 10_000
-CLOSE_TOO_SLOW = 1013
 
 
 class NvrSession:
