@@ -53,6 +53,11 @@ class Config:
         if self.VMS_AUTH_MODE not in ("token", "open"):
             raise ValueError(f"VMS_AUTH_MODE must be 'token' or 'open', got {self.VMS_AUTH_MODE!r}")
         self.VMS_ADMIN_API_KEY = environ.get("VMS_ADMIN_API_KEY") or None
+        # Proxies in front that append to X-Forwarded-For: the client address
+        # (for limits and logs) is that many entries from the end. Heroku's
+        # router is one; trusting a header no proxy wrote would let clients
+        # pick their own address.
+        self.VMS_PROXY_HOPS = int(environ.get("VMS_PROXY_HOPS", "1" if "DYNO" in environ else "0"))
         # Failed authentications allowed per client address (REST and /ws together).
         self.VMS_AUTH_FAILURE_LIMIT = environ.get("VMS_AUTH_FAILURE_LIMIT", "30 per minute")
         # A peer may send this many messages a second, in bursts of up to VMS_MESSAGE_BURST.

@@ -28,7 +28,6 @@ errorlog = "-"
 loglevel = os.environ.get("VMS_LOG_LEVEL", "info").lower()
 # One path per user would make several instances (and the test suite) collide.
 control_socket_disable = True
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
 def when_ready(server):

@@ -204,3 +204,17 @@ def test_open_mode_needs_no_token_and_no_key_and_says_so(make_server):
     watcher.expect_type("dashboard_ok")
     client.close()
     watcher.close()
+
+
+def test_behind_a_proxy_limits_count_each_client_not_the_proxy(make_server):
+    live = make_server(VMS_AUTH_FAILURE_LIMIT="2 per minute", VMS_PROXY_HOPS="1")
+    for _ in range(2):
+        response = live.api("GET", "/api/nvrs", key="wrong",
+                            headers={"X-Forwarded-For": "203.0.113.7"})
+        assert response.status_code == 401
+    blocked = live.api("GET", "/api/nvrs", headers={"X-Forwarded-For": "203.0.113.7"})
+    other = live.api("GET", "/api/nvrs", headers={"X-Forwarded-For": "198.51.100.9"})
+
+    assert blocked.status_code == 429
+    assert other.status_code == 200
+    assert "auth refused from 203.0.113.7" in live.log()

@@ -1,6 +1,7 @@
 """vmsapp: which NVRs and cameras are alive, second by second."""
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config
 
@@ -20,11 +21,19 @@ def create_app(test_config=None):
     if test_config:
         app.config.from_mapping(test_config)
     configure_logging(app)
+    trust_proxies(app)
     register_extensions(app)
     register_blueprints(app)
     register_error_handlers(app)
     register_commands(app)
     return app
+
+
+def trust_proxies(app):
+    """See the client's address and scheme behind VMS_PROXY_HOPS proxies."""
+    hops = app.config["VMS_PROXY_HOPS"]
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
 
 def register_extensions(app):
