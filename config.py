@@ -70,6 +70,8 @@ class Config:
             raise ValueError("VMS_STALE_AFTER must be longer than VMS_HEARTBEAT_INTERVAL "
                              f"({self.VMS_STALE_AFTER} <= {self.VMS_HEARTBEAT_INTERVAL})")
         self.REDIS_URL = environ.get("REDIS_URL") or None
+        # Keys and channels in Redis start with this: several deployments can share one.
+        self.VMS_REDIS_PREFIX = environ.get("VMS_REDIS_PREFIX", "vmsapp")
         # Request bodies over 1 MiB are refused with 413 (SPEC §5).
         self.MAX_CONTENT_LENGTH = 1024 * 1024
         self.SOCK_SERVER_OPTIONS = {

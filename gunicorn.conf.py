@@ -16,6 +16,10 @@ threads = int(os.environ.get("VMS_THREADS", "256"))
 # a second worker would split the fleet silently, so one is all we run.
 requested_workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 workers = requested_workers if os.environ.get("REDIS_URL") else 1
+# One listening socket per worker (SO_REUSEPORT): the kernel spreads new
+# connections across workers. On one shared socket, the worker that went idle
+# last wins nearly every accept, and one worker ends up holding the fleet.
+reuse_port = workers > 1
 # Dynos get 30 s between SIGTERM and SIGKILL; sockets are closed with 1001 at
 # once, so this only bounds REST requests in flight.
 graceful_timeout = 20

@@ -5,7 +5,6 @@ import uuid
 
 import psycopg
 import pytest
-
 from support import DEFAULT_PG_URL, FAST, LiveServer, migrate
 
 PG_URL = os.environ.get("TEST_DATABASE_URL") or DEFAULT_PG_URL
@@ -90,7 +89,8 @@ def make_server(own_database_url, tmp_path):
 @pytest.fixture
 def app(app_database_url):
     """The app bound to a clean database, for tests below the HTTP layer."""
-    from config import Config, database_url as sqlalchemy_url
+    from config import Config
+    from config import database_url as sqlalchemy_url
     from vmsapp import create_app
     from vmsapp.extensions import db
 
@@ -106,3 +106,20 @@ def app(app_database_url):
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """The Redis the scaling tests share (TEST_REDIS_URL); each server uses a
+    prefix of its own in it."""
+    import redis
+
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as error:
+        message = f"Redis tests skipped: cannot reach {url} (set TEST_REDIS_URL): {error}"
+        if IN_CI:
+            pytest.fail("CI=true: " + message)
+        pytest.skip(message)
+    return url

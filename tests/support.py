@@ -61,9 +61,10 @@ def free_port():
 
 
 def flask_env(database_url, **extra):
-    env = {**os.environ, "DATABASE_URL": database_url, "VMS_LOG_LEVEL": "INFO", **extra}
-    env.pop("REDIS_URL", None)
-    return env
+    """The environment of a server process: this one's, without a Redis unless
+    ``extra`` names one."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    return {**env, "DATABASE_URL": database_url, "VMS_LOG_LEVEL": "INFO", **extra}
 
 
 def migrate(database_url):
@@ -84,6 +85,7 @@ class LiveServer:
         self.log_path = log_path
         self.environ = {**FAST, **environ}
         self.process = None
+        self.banners = 0  # start-up banners in the log so far (a restart adds more)
         self.tokens = TOKENS
 
     def start(self):
@@ -94,9 +96,11 @@ class LiveServer:
              "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         wait_until(self._ready, timeout=20, message=f"gunicorn on {self.url}")
-        # Jobs start after the worker boots; the banner says they are running.
-        wait_until(lambda: b"vmsapp serving" in Path(self.log_path).read_bytes(),
-                   timeout=20, message="the start-up banner")
+        # Jobs start after each worker boots; its banner says they are running.
+        workers = int(self.environ.get("WEB_CONCURRENCY", "1")) if "REDIS_URL" in self.environ else 1
+        wait_until(lambda: self.log().count("vmsapp serving") >= self.banners + workers,
+                   timeout=30, message="the start-up banners")
+        self.banners = self.log().count("vmsapp serving")
         return self
 
     def _ready(self):

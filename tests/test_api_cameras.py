@@ -3,7 +3,6 @@
 import re
 
 import pytest
-
 from support import dashboard, nvr_agent, wait_until
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")

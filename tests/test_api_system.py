@@ -2,7 +2,6 @@
 /api/stats, /healthz and /api/openapi.json, against a live server (SPEC §5)."""
 
 import pytest
-
 from support import dashboard, nvr_agent, wait_until
 
 MiB = 1024 * 1024

@@ -6,8 +6,16 @@ import subprocess
 import sys
 
 import pytest
-
-from support import ADMIN_KEY, ROOT, Client, auth, dashboard, flask_env, nvr_agent, unique, wait_until
+from support import (
+    ADMIN_KEY,
+    ROOT,
+    Client,
+    auth,
+    flask_env,
+    nvr_agent,
+    unique,
+    wait_until,
+)
 
 
 def api_key(server, role):

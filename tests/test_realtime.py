@@ -4,7 +4,6 @@ import json
 import time
 
 import pytest
-
 from support import ADMIN_KEY, Client, auth, dashboard, nvr_agent, unique, wait_until
 
 

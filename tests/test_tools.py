@@ -8,8 +8,8 @@ import threading
 from datetime import datetime
 
 import pytest
-
 from support import ADMIN_KEY, ROOT, free_port, nvr_agent, unique, wait_until
+
 from tools.dashboard_sim import describe
 
 

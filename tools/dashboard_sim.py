@@ -18,8 +18,18 @@ from datetime import datetime
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import connect
 
-from .common import (DEFAULT_URL, EXIT_FATAL, EXIT_OK, STOP_POLL, Backoff, close_code,
-                     close_reason, run_workers, setup_logging, stop_on_signals)
+from .common import (
+    DEFAULT_URL,
+    EXIT_FATAL,
+    EXIT_OK,
+    STOP_POLL,
+    Backoff,
+    close_code,
+    close_reason,
+    run_workers,
+    setup_logging,
+    stop_on_signals,
+)
 
 log = logging.getLogger("dashboard_sim")
 

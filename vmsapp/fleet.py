@@ -12,7 +12,6 @@ from .realtime import protocol
 from .realtime.bus import current_bus
 
 
-
 def find_nvr_by_hostname(hostname):
     """The NVR with this hostname, whatever its case, or None."""
     return db.session.scalar(sa.select(Nvr).where(sa.func.lower(Nvr.hostname) == hostname.lower()))

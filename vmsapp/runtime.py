@@ -9,6 +9,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import jobs
 from .realtime import protocol
+from .realtime.bus import EXTENSION_KEY as BUS_KEY
 from .realtime.registry import EXTENSION_KEY as REGISTRY_KEY
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ def start(app, url=None):
                       args=[app], id="flush_last_seen")
     scheduler.start()
     app.extensions[SCHEDULER_KEY] = scheduler
+    app.extensions[BUS_KEY].start()
     if url:
         log.info("vmsapp serving %s — WebSocket %s/ws — heartbeat %gs, stale after %gs, "
                  "sweep every %gs", url, url.replace("http", "ws", 1),
@@ -51,3 +53,4 @@ def stop(app):
     scheduler = app.extensions.pop(SCHEDULER_KEY, None)
     if scheduler is not None:
         scheduler.shutdown(wait=False)
+    app.extensions[BUS_KEY].stop()

@@ -205,10 +205,23 @@ class StatusEventSchema(Schema):
     at = UtcDateTime()
 
 
+class WorkerStatsSchema(Schema):
+    worker = fields.String()
+    pid = fields.Integer()
+    reported_at = fields.String(metadata={"description": "When the worker last reported (UTC)."})
+    nvr_connections = fields.Integer()
+    dashboard_clients = fields.Integer()
+    nvr_hostnames = fields.List(fields.String())
+
+
 class StatsSchema(Schema):
     nvr_connections = fields.Integer()
     dashboard_clients = fields.Integer()
     nvr_hostnames = fields.List(fields.String())
+    workers = fields.List(fields.Nested(WorkerStatsSchema),
+                          metadata={"description": "One row per live worker process."})
+    partial = fields.Boolean(metadata={
+        "description": "Present and true when Redis is unreachable: counts are this worker's."})
     nvrs_total = fields.Integer()
     nvrs_online = fields.Integer()
     cameras_total = fields.Integer()

@@ -5,8 +5,14 @@ from flask_smorest import Blueprint
 
 from .. import fleet
 from ..clock import now
-from ..schemas import (MAX_ID, CameraCreateSchema, CameraListArgs, CameraPage, CameraSchema,
-                       CameraUpdateSchema)
+from ..schemas import (
+    MAX_ID,
+    CameraCreateSchema,
+    CameraListArgs,
+    CameraPage,
+    CameraSchema,
+    CameraUpdateSchema,
+)
 
 blp = Blueprint("cameras", __name__, url_prefix="/api/cameras", description="Cameras")
 

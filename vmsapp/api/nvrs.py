@@ -6,9 +6,19 @@ from flask_smorest import Blueprint
 from .. import fleet, presence
 from ..clock import now
 from ..errors import ApiError
-from ..schemas import (MAX_ID, NvrCreatedSchema, NvrDetailSchema, NvrListArgs, NvrPage,
-                       NvrSchema, NvrUpdateSchema, NvrWriteSchema, PageArgs, StatusEventPage,
-                       TokenSchema)
+from ..schemas import (
+    MAX_ID,
+    NvrCreatedSchema,
+    NvrDetailSchema,
+    NvrListArgs,
+    NvrPage,
+    NvrSchema,
+    NvrUpdateSchema,
+    NvrWriteSchema,
+    PageArgs,
+    StatusEventPage,
+    TokenSchema,
+)
 
 blp = Blueprint("nvrs", __name__, url_prefix="/api/nvrs", description="NVRs")
 

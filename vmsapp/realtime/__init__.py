@@ -11,5 +11,10 @@ def init_app(app):
     app.config["SOCK_SERVER_OPTIONS"].setdefault("thread_class", ReaderThread)
     connections = registry.Registry()
     app.extensions[registry.EXTENSION_KEY] = connections
-    app.extensions[bus.EXTENSION_KEY] = bus.LocalBus(connections)
+    if app.config["REDIS_URL"]:
+        from .redis_bus import RedisBus
+        app.extensions[bus.EXTENSION_KEY] = RedisBus(connections, app.config["REDIS_URL"],
+                                                     app.config["VMS_REDIS_PREFIX"])
+    else:
+        app.extensions[bus.EXTENSION_KEY] = bus.LocalBus(connections)
     app.register_blueprint(bp)

@@ -1,11 +1,14 @@
 """Broadcasts and commands between the code that changes things and the
 connections that must hear of it.
 
-``LocalBus`` serves one process. A Redis-backed bus for several workers
-implements the same three methods."""
+``LocalBus`` serves one process; ``redis_bus.RedisBus`` implements the same
+methods across workers and instances."""
+
+import os
 
 from flask import current_app
 
+from ..clock import isoformat, now
 from . import protocol
 
 EXTENSION_KEY = "vmsapp.bus"
@@ -26,8 +29,16 @@ class LocalBus:
         self.registry.close_nvr(nvr_id, code, reason, keep)
 
     def stats(self):
-        """Connection counts across every process the bus reaches."""
-        return self.registry.stats()
+        """Connection counts across every process the bus reaches (this one)."""
+        counts = self.registry.stats()
+        return {**counts, "workers": [{"worker": "local", "pid": os.getpid(),
+                                       "reported_at": isoformat(now()), **counts}]}
+
+    def start(self):
+        """Nothing runs beside a local bus."""
+
+    def stop(self):
+        """Nothing runs beside a local bus."""
 
 
 def current_bus():

@@ -6,11 +6,11 @@ from flask import current_app
 
 from .. import credentials, fleet, presence
 from ..clock import now as clock_now
+from ..extensions import db
 from ..ratelimit import current_limiter
-
 from . import protocol
-from .registry import current_registry
 from .bus import current_bus
+from .registry import current_registry
 from .sessions import DashboardSession, NvrSession
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,19 @@ def handle_dashboard(peer, fields):
     # Subscribed before the snapshot is read, so no change falls in between.
     current_registry().add_dashboard(session)
     log.info("dashboard connected from %s", peer.address)
-    nvrs, cameras = fleet.snapshot()
     peer.send(protocol.encode(protocol.dashboard_ok()))
-    peer.send(protocol.encode(protocol.snapshot(nvrs, cameras)))
+    send_snapshot(peer)
     return session
+
+
+def send_snapshot(peer):
+    """Send the whole fleet as it is now."""
+    try:
+        nvrs, cameras = fleet.snapshot()
+        message = protocol.encode(protocol.snapshot(nvrs, cameras))
+    finally:
+        db.session.remove()
+    peer.send(message)
 
 
 def handle_heartbeat(session, fields):

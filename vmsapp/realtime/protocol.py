@@ -8,10 +8,9 @@ import json
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from ..clock import isoformat
-from ..models import STATUSES
 from ..errors import flatten_errors
+from ..models import STATUSES
 from ..schemas import CameraSchema, NvrSchema, Text
-
 
 # Close codes (SPEC §4), plus 1013 for a dashboard too slow to keep up.
 CLOSE_GOING_AWAY = 1001

@@ -10,12 +10,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .. import presence
 from ..clock import now as clock_now
+from ..credentials import bearer
 from ..extensions import db, sock
 from . import protocol
-from .registry import current_registry
-from ..credentials import bearer
-from .handlers import DASHBOARD_MESSAGES, FIRST_MESSAGE, NVR_MESSAGES, refuse
+from .handlers import DASHBOARD_MESSAGES, FIRST_MESSAGE, NVR_MESSAGES, refuse, send_snapshot
 from .peer import Peer
+from .registry import current_registry
 from .sessions import MessageRate, NvrSession
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,9 @@ def _serve_dashboard(session, rate):
     strikes = 0
     try:
         while strikes < MAX_STRIKES and not registry.stopping:
+            if session.snapshot_requested:
+                session.snapshot_requested = False
+                send_snapshot(peer)
             if session.overflowed:
                 log.warning("dashboard %s dropped: it could not keep up", peer.address)
                 peer.close(protocol.CLOSE_TOO_SLOW, "too slow to keep up, reconnect")

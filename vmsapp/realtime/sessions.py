@@ -37,6 +37,7 @@ class DashboardSession:
         self.peer = peer
         self.outbox = queue.Queue(maxsize=DASHBOARD_BACKLOG)
         self.overflowed = False
+        self.snapshot_requested = False
 
     def offer(self, text):
         """Queue one encoded message without ever blocking the caller."""
@@ -44,6 +45,11 @@ class DashboardSession:
             self.outbox.put_nowait(text)
         except queue.Full:
             self.overflowed = True
+
+    def request_snapshot(self):
+        """Ask the dashboard's thread to send a fresh snapshot: broadcasts may
+        have been missed (the bus lost its connection)."""
+        self.snapshot_requested = True
 
 
 class MessageRate:
