@@ -97,7 +97,9 @@ class LiveServer:
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         wait_until(self._ready, timeout=20, message=f"gunicorn on {self.url}")
         # Jobs start after each worker boots; its banner says they are running.
-        workers = int(self.environ.get("WEB_CONCURRENCY", "1")) if "REDIS_URL" in self.environ else 1
+        workers = 1
+        if "REDIS_URL" in self.environ:
+            workers = int(self.environ.get("WEB_CONCURRENCY", "1"))
         wait_until(lambda: self.log().count("vmsapp serving") >= self.banners + workers,
                    timeout=30, message="the start-up banners")
         self.banners = self.log().count("vmsapp serving")

@@ -22,7 +22,8 @@ json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=4),
                            max_leaves=12)
 camera_reports = st.lists(st.fixed_dictionaries(
-    {"id": json_values | st.integers(), "status": json_values | st.sampled_from(["online", "offline"])}),
+    {"id": json_values | st.integers(),
+     "status": json_values | st.sampled_from(["online", "offline"])}),
     max_size=4)
 protocol_like = st.fixed_dictionaries(
     {"type": st.sampled_from(["auth", "dashboard", "heartbeat", "heartbeat_ack", "snapshot", ""])},

@@ -43,7 +43,8 @@ def list_nvrs(limit, offset, status=None, q=None):
     if status:
         query = query.where(Nvr.status == status)
     if q:
-        pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
         query = query.where(sa.or_(sa.func.lower(Nvr.name).like(pattern, escape="\\"),
                                    sa.func.lower(Nvr.hostname).like(pattern, escape="\\")))
     return page(query, [Nvr.id], limit, offset)
