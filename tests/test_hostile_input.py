@@ -14,7 +14,9 @@ from websockets.exceptions import ConnectionClosed
 EXAMPLES = settings(deadline=None, max_examples=120,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
-UNLIMITED = {"VMS_MESSAGE_RATE": "1000000", "VMS_MESSAGE_BURST": "1000000"}
+# No rate limit, and silence long enough for a bystander to sit through every example.
+UNLIMITED = {"VMS_MESSAGE_RATE": "1000000", "VMS_MESSAGE_BURST": "1000000",
+             "VMS_HEARTBEAT_INTERVAL": "5", "VMS_STALE_AFTER": "120"}
 
 scalars = (st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70)
            | st.floats(allow_nan=False) | st.text(max_size=40))
