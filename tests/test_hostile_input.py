@@ -11,7 +11,7 @@ from support import Client, auth, dashboard, nvr_agent, unique, wait_until
 from websockets.exceptions import ConnectionClosed
 
 # Hypothesis keeps one server per test across its examples.
-EXAMPLES = settings(deadline=None, max_examples=120,
+EXAMPLES = settings(deadline=None, max_examples=80,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 # No rate limit, and silence long enough for a bystander to sit through every example.
@@ -76,7 +76,7 @@ def test_any_first_frame_is_answered_and_closed_without_harm(make_server):
     nvr = live.create_nvr(cameras=1)
     before = state_of(live, nvr["id"])
 
-    @settings(EXAMPLES, max_examples=60)
+    @settings(EXAMPLES, max_examples=40)
     @given(frame=frames)
     def first(frame):
         client = Client(live.ws_url)
@@ -119,7 +119,7 @@ def test_rest_never_fails_and_a_refused_write_changes_nothing(server):
                 server.api("GET", "/api/nvrs?limit=1").json()["total"],
                 server.api("GET", "/api/cameras?limit=1").json()["total"])
 
-    @settings(EXAMPLES, max_examples=150)
+    @settings(EXAMPLES, max_examples=100)
     @given(target=st.sampled_from(targets), body=bodies,
            content_type=st.sampled_from(["application/json", "text/plain", None]))
     def call(target, body, content_type):
