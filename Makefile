@@ -1,11 +1,12 @@
 # make run  — set up everything and serve on :3000 with SQLite and demo data
 # make test — the whole test suite
+# make bench — the load benchmark's preset against a server it starts (BENCH_ARGS to vary)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
 
-.PHONY: run test install migrate seed clean
+.PHONY: run test bench install migrate seed clean
 
 $(BIN)/activate: requirements.txt tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ run: seed
 
 test: install
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m tools.bench --start-server $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
