@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -36,6 +37,21 @@ FAST = {
     "VMS_STALE_AFTER": "1.5",
     "VMS_SWEEP_INTERVAL": "0.5",
 }
+
+
+ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
+CAMERA_FIELDS = {"id", "nvr_id", "name", "channel", "status", "created_at", "updated_at"}
+
+
+def error_of(response, status):
+    """The ``{"code", "message"}`` of a JSON error answer with ``status``."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert not response.text.lstrip().startswith("<")  # never an HTML error page
+    error = response.json()["error"]
+    assert isinstance(error["code"], str) and error["code"]
+    assert isinstance(error["message"], str) and error["message"]
+    return error
 
 
 def wait_until(predicate, timeout=15.0, interval=0.02, message="condition"):

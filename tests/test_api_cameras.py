@@ -1,22 +1,7 @@
 """/api/cameras against a live server: CRUD, lists and pushes (SPEC §3–§5)."""
 
-import re
-
 import pytest
-from support import dashboard, nvr_agent, wait_until
-
-ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
-CAMERA_FIELDS = {"id", "nvr_id", "name", "channel", "status", "created_at", "updated_at"}
-
-
-def error_of(response, status):
-    """The ``{"code", "message"}`` of a JSON error answer with ``status``."""
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    error = response.json()["error"]
-    assert isinstance(error["code"], str) and error["code"]
-    assert isinstance(error["message"], str) and error["message"]
-    return error
+from support import CAMERA_FIELDS, ISO_UTC, dashboard, error_of, nvr_agent, wait_until
 
 
 def camera(server, camera_id):

@@ -2,7 +2,7 @@
 /api/stats, /healthz and /api/openapi.json, against a live server (SPEC §5)."""
 
 import pytest
-from support import dashboard, nvr_agent, wait_until
+from support import dashboard, error_of, nvr_agent, wait_until
 
 MiB = 1024 * 1024
 JSON = {"Content-Type": "application/json"}
@@ -14,17 +14,6 @@ WRITES = [
     ("POST", "/api/cameras"),
     ("PATCH", "/api/cameras/{camera}"),
 ]
-
-
-def error_of(response, status):
-    """The ``{"code", "message"}`` of a JSON error answer with ``status``."""
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    assert not response.text.lstrip().startswith("<")
-    error = response.json()["error"]
-    assert isinstance(error["code"], str) and error["code"]
-    assert isinstance(error["message"], str) and error["message"]
-    return error
 
 
 @pytest.fixture
