@@ -23,7 +23,10 @@ reuse_port = workers > 1
 # Dynos get 30 s between SIGTERM and SIGKILL; sockets are closed with 1001 at
 # once, so this only bounds REST requests in flight.
 graceful_timeout = 20
-timeout = 30
+# The arbiter kills a worker whose main loop has not checked in for this long.
+# With a thousand sockets' threads contending for the GIL a busy worker's loop
+# can be late by many seconds; killing it would drop every socket it holds.
+timeout = 120
 keepalive = 5
 # Never --max-requests: a restarted worker drops every socket it holds.
 max_requests = 0

@@ -49,7 +49,12 @@ class Peer:
         self.address = address
         self.bearer = bearer  # a credential from the upgrade's Authorization header
         self._lock = threading.RLock()
-        ws.sock.settimeout(SEND_TIMEOUT)
+        try:
+            ws.sock.settimeout(SEND_TIMEOUT)
+        except OSError:
+            # The peer left right after the handshake and the reader thread has
+            # closed the socket already: receive() will say so.
+            self._drop()
         # Route the reader thread's writes (pongs, close replies) through the lock too.
         ws.sock = _SerializedSocket(ws.sock, self._lock)
 
