@@ -12,6 +12,9 @@ import threading
 bind = f"0.0.0.0:{os.environ.get('PORT', '3000')}"
 worker_class = "gthread"
 threads = int(os.environ.get("VMS_THREADS", "256"))
+# A worker accepts at most this many connections; gunicorn's default (1000)
+# would cap a worker below its threads. The margin is for kept-alive REST calls.
+worker_connections = threads + 64
 # Each worker keeps its own connection registry: without a shared bus (Redis)
 # a second worker would split the fleet silently, so one is all we run.
 requested_workers = int(os.environ.get("WEB_CONCURRENCY", "1"))

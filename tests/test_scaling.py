@@ -158,7 +158,7 @@ def test_a_killed_worker_leaves_nothing_online_and_drops_out_of_the_stats(cluste
 
     # Its agents lose their connection; with no worker to say so, the sweep does.
     for nvr in held:
-        wait_until(lambda: live.nvr(nvr["id"])["status"] == "offline",
+        wait_until(lambda: live.nvr(nvr["id"])["status"] == "offline", timeout=30,
                    message=f"{nvr['hostname']} offline")
         assert live.events(nvr["id"])[0]["reason"] == "stale"
     wait_until(lambda: victim["pid"] not in [r["pid"] for r in workers(live)],

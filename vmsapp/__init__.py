@@ -5,7 +5,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config
 
-from . import database, ratelimit, realtime
+from . import database, ratelimit, realtime, web
 from .api import register_blueprints
 from .cli import register_commands
 from .errors import register_error_handlers
@@ -24,6 +24,7 @@ def create_app(test_config=None):
     trust_proxies(app)
     register_extensions(app)
     register_blueprints(app)
+    app.register_blueprint(web.bp)  # the dashboard page, /
     register_error_handlers(app)
     register_commands(app)
     return app

@@ -1,5 +1,7 @@
 """Flask commands: demo data and API keys (``flask --app wsgi --help``)."""
 
+import os
+
 import click
 import sqlalchemy as sa
 
@@ -43,7 +45,8 @@ def seed_demo():
     click.echo("Demo NVRs (fresh tokens; agents using older ones must be restarted):")
     for hostname, token in tokens.items():
         click.echo(f"  python -m tools.nvr_sim {hostname} --token {token}")
-    click.echo("Dashboard:")
+    click.echo("Dashboard (the page keeps the key and takes it out of the address bar):")
+    click.echo(f"  http://localhost:{os.environ.get('PORT', '3000')}/#key={key}")
     click.echo(f"  python -m tools.dashboard_sim --token {key}")
     click.echo(f"Demo admin API key (REST: Authorization: Bearer …):\n{key}")
 

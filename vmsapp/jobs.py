@@ -16,10 +16,17 @@ log = logging.getLogger(__name__)
 
 
 def sweep(app):
-    """Mark stale every online NVR whose ``last_seen`` is older than VMS_STALE_AFTER."""
+    """Mark stale every online NVR not heard from for VMS_STALE_AFTER seconds.
+
+    ``last_seen`` is written in batches and may lag by up to one heartbeat
+    interval (SPEC §3), so only rows older than both together are surely stale:
+    a live NVR is never swept for a late batch. Live workers catch their own
+    silent peers on time; the sweep is for NVRs whose worker died."""
     with app.app_context():
+        config = app.config
         try:
-            transitions = presence.sweep_stale(now(), app.config["VMS_STALE_AFTER"])
+            transitions = presence.sweep_stale(
+                now(), config["VMS_STALE_AFTER"] + config["VMS_HEARTBEAT_INTERVAL"])
         except SQLAlchemyError:
             log.exception("stale sweep failed; it runs again next interval")
             return []

@@ -60,6 +60,8 @@ def handle_auth(peer, fields):
     if transition is None:
         log.info("nvr %s reconnected from %s while online", session.hostname, peer.address)
     peer.send(protocol.encode(reply))
+    # Silence counts from auth_ok, not from before the database work above.
+    session.touch(clock_now())
     return session
 
 

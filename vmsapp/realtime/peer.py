@@ -9,6 +9,7 @@ import logging
 import threading
 
 from simple_websocket import ConnectionClosed
+from wsproto.utilities import LocalProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ class Peer:
         with self._lock:
             try:
                 self.ws.send(text)
-            except OSError as error:
+            except (OSError, LocalProtocolError) as error:
+                # LocalProtocolError: another thread closed the socket meanwhile.
                 self._drop()
                 raise ConnectionClosed(1006, str(error)) from None
 
