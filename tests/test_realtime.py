@@ -209,10 +209,8 @@ def test_racing_reconnects_leave_a_consistent_history(server):
         clients.append(client)
         if len(clients) % 2 == 0:
             clients[-2].close()
-    last = clients[-1]
-    last.expect_type("auth_ok")
-    last.send({"type": "heartbeat"})
-    last.expect_type("heartbeat_ack")
+    # Which auth the server handles last is a race too: any may end up the holder.
+    clients[-1].expect_type("auth_ok")
 
     def settled():
         """NVR row and history read with no transition in between."""
@@ -225,7 +223,8 @@ def test_racing_reconnects_leave_a_consistent_history(server):
     for before, after in zip(nvr_events, nvr_events[1:], strict=False):
         assert before["to_status"] == after["from_status"]
     assert nvr_events[-1]["to_status"] == stored["status"]
-    last.close()
+    for client in clients:
+        client.close()
 
 
 # -- rule 4: silence ------------------------------------------------------------
