@@ -55,6 +55,7 @@ from .bench_pool import ClientPool
 from .bench_report import Report
 from .bench_server import BenchDatabase, ServerProcess, database_kind, make_probe
 from .bench_stats import Analysis, Observations
+from .common import non_negative_int, positive_int
 
 ROOT = Path(__file__).resolve().parent.parent
 now = time.monotonic
@@ -526,20 +527,6 @@ def scenario_from(args):
                     stale_after=args.stale_after, sweep_interval=args.sweep_interval,
                     agent_processes=min(processes, args.nvrs),
                     agent_compression=args.agent_compression, seed=args.seed)
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
 
 
 def positive_float(text):

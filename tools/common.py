@@ -1,5 +1,6 @@
 """What both simulators share: reconnect backoff, close codes, logging, stopping."""
 
+import argparse
 import logging
 import random
 import signal
@@ -100,3 +101,19 @@ def run_workers(targets, stop, duration=None):
         return 130
     # A worker that died of a bug left no status: count it as a failure.
     return max((statuses.get(thread.name, EXIT_FATAL) for thread in threads), default=EXIT_OK)
+
+
+def positive_int(text):
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def non_negative_int(text):
+    """An argparse type: a whole number of 0 or more."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value

@@ -27,6 +27,8 @@ from .common import (
     Backoff,
     close_code,
     close_reason,
+    non_negative_int,
+    positive_int,
     run_workers,
     setup_logging,
     stop_on_signals,
@@ -212,20 +214,6 @@ def parse_args(argv=None):
         parser.error(f"give --token once, or once per agent ({agents}), "
                      f"not {len(args.tokens)} times")
     return args
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
 
 
 def main(argv=None):
