@@ -110,7 +110,8 @@ class LiveServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
              "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT)
         wait_until(self._ready, timeout=20, message=f"gunicorn on {self.url}")
         # Jobs start after each worker boots; its banner says they are running.
         workers = 1

@@ -16,6 +16,7 @@ from support import (
     unique,
     wait_until,
 )
+from websockets.exceptions import ConnectionClosed
 
 
 def api_key(server, role):
@@ -191,8 +192,11 @@ def test_a_peer_sending_too_fast_is_told_then_closed(make_server):
     live = make_server(VMS_MESSAGE_RATE="5", VMS_MESSAGE_BURST="5")
     nvr = live.create_nvr()
     agent, _ = nvr_agent(live, nvr["hostname"])
-    for _ in range(40):
-        agent.send({"type": "heartbeat"})
+    try:
+        for _ in range(40):
+            agent.send({"type": "heartbeat"})
+    except ConnectionClosed:
+        pass  # closed for it before all 40 went out: what is tested below
 
     assert agent.expect_type("error")["code"] == "rate_limited"
     assert agent.close_code() == 1008

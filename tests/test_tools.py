@@ -33,7 +33,8 @@ class Sim:
             env.pop(name, None)  # the command line alone configures the simulator
         self.process = subprocess.Popen(
             [sys.executable, "-m", f"tools.{module}", *map(str, args)], cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            # Under pytest-xdist, stdin is the worker's channel: never hand it on.
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
