@@ -1,8 +1,12 @@
 """gunicorn settings for vmsapp (``Procfile``'s web process and ``make run``).
 
-gthread workers: each WebSocket holds one pool thread for its whole life
-(plus simple-websocket's reader thread), so ``threads`` is the number of
-connections — NVRs, dashboards and REST requests together — one worker serves."""
+gevent workers (the default): every connection is a greenlet, so one worker
+holds thousands of WebSockets in one OS thread, up to ``worker_connections``
+(``VMS_WORKER_CONNECTIONS``). gthread workers (``VMS_WORKER_CLASS=gthread``):
+each WebSocket holds one pool thread for its whole life plus simple-websocket's
+reader thread, so ``threads`` (``VMS_THREADS``) is the number of connections —
+NVRs, dashboards and REST requests together — one worker serves. BENCHMARKS.md
+has the measurements behind the default."""
 
 import logging
 import os
@@ -10,11 +14,18 @@ import signal
 import threading
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '3000')}"
-worker_class = "gthread"
-threads = int(os.environ.get("VMS_THREADS", "256"))
-# A worker accepts at most this many connections; gunicorn's default (1000)
-# would cap a worker below its threads. The margin is for kept-alive REST calls.
-worker_connections = threads + 64
+WORKER_CLASSES = ("gevent", "gthread")
+worker_class = os.environ.get("VMS_WORKER_CLASS", "gevent")
+if worker_class not in WORKER_CLASSES:
+    raise SystemExit(f"VMS_WORKER_CLASS={worker_class!r}: use one of {', '.join(WORKER_CLASSES)}")
+if worker_class == "gthread":
+    threads = int(os.environ.get("VMS_THREADS", "256"))
+    # gunicorn's default (1000) would cap a worker below its threads; the
+    # margin is for kept-alive REST calls.
+    worker_connections = threads + 64
+else:
+    # Bounded by file descriptors (`ulimit -n`), not threads.
+    worker_connections = int(os.environ.get("VMS_WORKER_CONNECTIONS", "10000"))
 # Each worker keeps its own connection registry: without a shared bus (Redis)
 # a second worker would split the fleet silently, so one is all we run.
 requested_workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
@@ -60,7 +71,14 @@ def post_worker_init(worker):
 
     def on_sigterm(signum, frame):
         # Off the signal handler: closing sockets takes locks and does I/O.
-        threading.Thread(target=runtime.stop, args=(app,), name="vmsapp-stop").start()
+        if worker_class == "gevent":
+            # A signal handler runs inside the event loop: it may not wait, not
+            # even for a (patched) thread to start.
+            import gevent
+
+            gevent.spawn(runtime.stop, app)
+        else:
+            threading.Thread(target=runtime.stop, args=(app,), name="vmsapp-stop").start()
         gunicorn_handler(signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)

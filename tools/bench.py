@@ -191,10 +191,10 @@ class Benchmark:
             self.key = "vms_bench_" + secrets.token_urlsafe(24)
             self.server = ServerProcess(url, self.workdir / "server.log", s, self.key,
                                         workers=args.workers, redis_url=args.redis_url,
-                                        log_level=args.server_log_level)
-            self.say("server", f"starting gunicorn on {self.server.url} "
-                     f"({self.database.kind} {self.database.name}, "
-                     f"VMS_THREADS={self.server.settings['VMS_THREADS']}); "
+                                        log_level=args.server_log_level,
+                                        worker_class=args.worker_class)
+            self.say("server", f"starting gunicorn ({args.worker_class}) on {self.server.url} "
+                     f"({self.database.kind} {self.database.name}); "
                      f"log {self.server.log_path}")
             self.server.start()
             self.base_url = self.server.url
@@ -464,6 +464,8 @@ def parse_args(argv=None):
                             "server's database, for write transactions per second")
     where.add_argument("--workers", type=int, metavar="W", help="WEB_CONCURRENCY (needs Redis)")
     where.add_argument("--redis-url", metavar="URL", help="REDIS_URL for the started server")
+    where.add_argument("--worker-class", choices=("gevent", "gthread"), default="gevent",
+                       help="VMS_WORKER_CLASS for the started server (gevent)")
     where.add_argument("--server-log-level", default="INFO", help="VMS_LOG_LEVEL (INFO)")
     where.add_argument("--keep-fleet", action="store_true",
                        help="with --url: leave the bench's NVRs on the server")

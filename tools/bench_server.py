@@ -95,7 +95,7 @@ class ServerProcess:
     ``gunicorn.conf.py``), on a free port, with the scenario's settings."""
 
     def __init__(self, database_url, log_path, scenario, admin_key, workers=None,
-                 redis_url=None, log_level="INFO"):
+                 redis_url=None, log_level="INFO", worker_class="gevent"):
         self.database_url = database_url
         self.log_path = Path(log_path)
         self.port = free_port()
@@ -119,9 +119,15 @@ class ServerProcess:
             "VMS_AUTH_FAILURE_LIMIT": "1000000 per minute",
             "VMS_MESSAGE_RATE": f"{rate:g}",
             "VMS_MESSAGE_BURST": f"{2 * rate:g}",
-            "VMS_THREADS": str(scenario.nvrs + scenario.dashboards + 64),
+            "VMS_WORKER_CLASS": worker_class,
             "VMS_LOG_LEVEL": log_level,
         }
+        connections = scenario.nvrs + scenario.dashboards + 64
+        if worker_class == "gthread":
+            # A thread per connection: the default (256) holds a small site only.
+            self.settings["VMS_THREADS"] = str(connections)
+        elif connections > 10000:
+            self.settings["VMS_WORKER_CONNECTIONS"] = str(connections)
         if workers:
             self.settings["WEB_CONCURRENCY"] = str(workers)
         if redis_url:

@@ -3,6 +3,8 @@
 Built on the ``limits`` library (the one Flask-Limiter uses): a moving window
 per client address in this process's memory."""
 
+import threading
+
 from flask import current_app
 from limits import parse, storage, strategies
 
@@ -15,7 +17,17 @@ class FailedAuthLimiter:
 
     def __init__(self, limit):
         self.limit = parse(limit)
-        self._window = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self._lock = threading.Lock()
+        self._limiter = None
+
+    @property
+    def _window(self):
+        # Built on first use: MemoryStorage starts a timer thread, and building
+        # the app (CLI commands, migrations) must start none.
+        with self._lock:
+            if self._limiter is None:
+                self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+            return self._limiter
 
     def blocked(self, address):
         return not self._window.test(self.limit, address or "-")

@@ -52,5 +52,8 @@ def stop(app):
     registry.close_all(protocol.CLOSE_GOING_AWAY, "server going away")
     scheduler = app.extensions.pop(SCHEDULER_KEY, None)
     if scheduler is not None:
+        # Jobs first: a job falling due during shutdown would be handed to an
+        # executor already shut down (APScheduler logs a traceback for it).
+        scheduler.remove_all_jobs()
         scheduler.shutdown(wait=False)
     app.extensions[BUS_KEY].stop()
