@@ -1,9 +1,12 @@
 """/ws end to end: a real gunicorn, real WebSocket clients (SPEC §4, rules 1-6)."""
 
 import json
+import signal
 import time
 
 import pytest
+from websockets.exceptions import InvalidStatus
+
 from support import ADMIN_KEY, Client, auth, dashboard, nvr_agent, unique, wait_until
 
 
@@ -277,6 +280,28 @@ def test_a_graceful_stop_closes_with_1001_and_marks_nobody_offline(make_server):
     assert second.nvr(nvr["id"])["status_version"] == 1
     agent.close()
     wait_until(lambda: second.nvr(nvr["id"])["status"] == "offline", message="offline")
+
+
+def test_a_stopping_server_refuses_new_sockets_instead_of_accepting_them(make_server):
+    live = make_server()
+    nvr = live.create_nvr()
+    agent, _ = nvr_agent(live, nvr["hostname"])
+    live.process.send_signal(signal.SIGTERM)
+    assert agent.close_code() == 1001
+
+    accepted, refused = 0, set()
+    while live.process.poll() is None:  # until the process is gone: every attempt counts
+        try:
+            Client(live.ws_url).close()
+            accepted += 1
+        except InvalidStatus as error:
+            refused.add(error.response.status_code)
+        except OSError:
+            refused.add("connection refused")
+        time.sleep(0.01)
+
+    assert accepted == 0
+    assert refused <= {503, "connection refused"}
 
 
 def test_an_agent_that_does_not_come_back_after_a_restart_is_caught_stale(make_server):

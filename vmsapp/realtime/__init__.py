@@ -5,10 +5,10 @@ from . import bus, registry
 
 def init_app(app):
     """Give the app its registry and bus, and register the /ws route."""
-    from .peer import ReaderThread
+    from .peer import reader_class
     from .routes import bp
 
-    app.config["SOCK_SERVER_OPTIONS"].setdefault("thread_class", ReaderThread)
+    app.config["SOCK_SERVER_OPTIONS"].setdefault("thread_class", reader_class())
     connections = registry.Registry()
     app.extensions[registry.EXTENSION_KEY] = connections
     if app.config["REDIS_URL"]:

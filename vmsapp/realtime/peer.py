@@ -3,12 +3,20 @@
 simple-websocket's ``send()`` is not thread-safe (STACK-NOTES): the socket's
 own reader thread writes pongs and close replies, and other threads close
 connections (replaced, deleted, server stopping). Every write, ours and the
-reader thread's, goes through one lock."""
+reader thread's, goes through one lock.
+
+Under gevent there is no reader: the connection's own greenlet reads in
+``receive`` and feeds simple-websocket's protocol handling itself. A separate
+reader cost one more greenlet switch, an event and a selector per frame, about
+a third of a heartbeat's CPU (BENCHMARKS.md)."""
 
 import logging
 import threading
+import time
 
 from simple_websocket import ConnectionClosed
+from wsproto.events import Ping, TextMessage
+from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 log = logging.getLogger(__name__)
@@ -25,6 +33,30 @@ class ReaderThread(threading.Thread):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, daemon=True, **kwargs)
+
+
+class NoReader:
+    """Given to simple-websocket as its thread class under gevent: the reader
+    it would start never runs; ``Peer.receive`` reads instead."""
+
+    def __init__(self, target=None, **_):
+        self.name = "inline reader"
+
+    def start(self):
+        """Nothing to start: the connection's greenlet reads."""
+
+
+def reader_class():
+    """``NoReader`` in a gevent worker, ``ReaderThread`` anywhere else."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return ReaderThread
+    return NoReader if monkey.is_module_patched("socket") else ReaderThread
+
+
+class _Timeout(Exception):
+    pass
 
 
 class _SerializedSocket:
@@ -50,12 +82,18 @@ class Peer:
         self.address = address
         self.bearer = bearer  # a credential from the upgrade's Authorization header
         self._lock = threading.RLock()
+        self._readable = None  # under gevent: the socket's read watcher (see receive)
         try:
             ws.sock.settimeout(SEND_TIMEOUT)
         except OSError:
             # The peer left right after the handshake and the reader thread has
             # closed the socket already: receive() will say so.
             self._drop()
+        if isinstance(ws.thread, NoReader) and ws.connected:
+            from gevent import get_hub
+
+            self._readable = get_hub().loop.io(ws.sock.fileno(), 1)
+            self._next_ping = time.monotonic() + (ws.ping_interval or 0)
         # Route the reader thread's writes (pongs, close replies) through the lock too.
         ws.sock = _SerializedSocket(ws.sock, self._lock)
 
@@ -65,7 +103,63 @@ class Peer:
 
     def receive(self, timeout):
         """The next frame, or None after ``timeout``; raises ConnectionClosed."""
-        return self.ws.receive(timeout=timeout)
+        if self._readable is None:
+            return self.ws.receive(timeout=timeout)
+        return self._receive_inline(timeout)
+
+    def _receive_inline(self, timeout):
+        from gevent.socket import wait
+
+        ws = self.ws
+        deadline = time.monotonic() + timeout
+        while not ws.input_buffer:
+            if not ws.connected:
+                raise ConnectionClosed(ws.close_reason, ws.close_message)
+            now = time.monotonic()
+            wake = deadline
+            if ws.ping_interval:
+                if now >= self._next_ping:
+                    self._ping(now)
+                    continue
+                wake = min(wake, self._next_ping)
+            try:
+                wait(self._readable, timeout=max(0.0, wake - now), timeout_exc=_Timeout)
+            except _Timeout:
+                if time.monotonic() >= deadline:
+                    return None
+                continue
+            except (ConnectionClosed, OSError):
+                continue  # close() woke us: the loop sees the peer is gone
+            self._read_available()
+        return ws.input_buffer.pop(0)
+
+    def _read_available(self):
+        """Feed what the socket holds to simple-websocket's protocol handling
+        (messages to the input buffer; pongs and close replies written)."""
+        ws = self.ws
+        try:
+            data = ws.sock.recv(ws.receive_bytes)
+            if not data:
+                raise OSError("connection closed by peer")
+            ws.ws.receive_data(data)
+            ws.connected = ws._handle_events()
+        except (OSError, LocalProtocolError):
+            self._drop()
+
+    def _ping(self, now):
+        """What simple-websocket's reader does every ``ping_interval``: close a
+        peer that did not answer the last ping, else ping it again."""
+        ws = self.ws
+        self._next_ping = now + ws.ping_interval
+        if not ws.pong_received:
+            self.close(CloseReason.POLICY_VIOLATION, "Ping/Pong timeout")
+            return
+        ws.pong_received = False
+        with self._lock:
+            try:
+                ws.sock.send(ws.ws.send(Ping()))
+            except (OSError, LocalProtocolError):
+                self._drop()
 
     def send(self, text):
         """Send one frame; raises ConnectionClosed when the peer is gone."""
@@ -77,6 +171,19 @@ class Peer:
                 self._drop()
                 raise ConnectionClosed(1006, str(error)) from None
 
+    def send_all(self, texts):
+        """Send several frames in one write (a dashboard catching up);
+        raises ConnectionClosed when the peer is gone."""
+        ws = self.ws
+        with self._lock:
+            if not ws.connected:
+                raise ConnectionClosed(ws.close_reason, ws.close_message)
+            try:
+                ws.sock.send(b"".join(ws.ws.send(TextMessage(data=text)) for text in texts))
+            except (OSError, LocalProtocolError) as error:
+                self._drop()
+                raise ConnectionClosed(1006, str(error)) from None
+
     def close(self, code, reason=""):
         """Close with ``code``; a no-op when already closed."""
         with self._lock:
@@ -85,9 +192,16 @@ class Peer:
                     self.ws.close(code, reason)
                 except (ConnectionClosed, OSError):
                     self._drop()
-        # Wake the handler thread if it waits in receive().
-        self.ws.event.set()
+        self._wake()
 
     def _drop(self):
         self.ws.connected = False
+        self._wake()
+
+    def _wake(self):
+        """Wake the connection's thread if it waits in receive()."""
         self.ws.event.set()
+        if self._readable is not None:
+            from gevent.socket import cancel_wait
+
+            cancel_wait(self._readable, ConnectionClosed(self.ws.close_reason))

@@ -1,7 +1,6 @@
 """The /ws endpoint: moves frames between a socket and the handlers, nothing more."""
 
 import logging
-import queue
 import time
 
 from flask import Blueprint, current_app, request
@@ -11,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .. import presence
 from ..clock import now as clock_now
 from ..credentials import bearer
+from ..errors import ApiError
 from ..extensions import db, sock
 from . import protocol
 from .handlers import DASHBOARD_MESSAGES, FIRST_MESSAGE, NVR_MESSAGES, refuse, send_snapshot
@@ -26,6 +26,14 @@ bp = Blueprint("realtime", __name__)
 MAX_STRIKES = 10
 # How often a dashboard's thread looks for frames from its peer between broadcasts.
 DASHBOARD_POLL = 0.25
+
+
+@bp.before_request
+def refuse_while_stopping():
+    """A stopping worker takes no new sockets: the client gets 503 and retries,
+    reaching the next worker, instead of being accepted and closed with 1001."""
+    if current_registry().stopping:
+        raise ApiError(503, "The server is restarting; reconnect shortly.")
 
 
 @sock.route("/ws", bp=bp)
@@ -106,10 +114,9 @@ def _serve_dashboard(session, rate):
                 log.warning("dashboard %s dropped: it could not keep up", peer.address)
                 peer.close(protocol.CLOSE_TOO_SLOW, "too slow to keep up, reconnect")
                 return
-            try:
-                peer.send(session.outbox.get(timeout=DASHBOARD_POLL))
-            except queue.Empty:
-                pass
+            batch = session.take(DASHBOARD_POLL)
+            if batch:
+                peer.send_all(batch)
             raw = peer.receive(0)
             if raw is not None and _within_rate(peer, rate):
                 strikes = _dispatch(session, raw, DASHBOARD_MESSAGES, strikes)
@@ -167,7 +174,8 @@ def _dispatch(session, raw, handlers, strikes):
         peer.send(protocol.encode(protocol.error("internal_error", "The server failed.")))
         return strikes + 1
     finally:
-        db.session.remove()
+        if db.session.registry.has():  # a plain heartbeat never opens one
+            db.session.remove()
 
 
 def _safely(function, *args):

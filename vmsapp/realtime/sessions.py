@@ -7,6 +7,8 @@ import uuid
 # Messages waiting for one dashboard; a dashboard this far behind is dropped
 # rather than slowing everyone else down.
 DASHBOARD_BACKLOG = 10_000
+# Messages a dashboard's thread writes at once when it has fallen behind.
+DASHBOARD_BATCH = 500
 
 
 class NvrSession:
@@ -45,6 +47,20 @@ class DashboardSession:
             self.outbox.put_nowait(text)
         except queue.Full:
             self.overflowed = True
+
+    def take(self, timeout):
+        """The messages waiting (at most ``DASHBOARD_BATCH``), after waiting up
+        to ``timeout`` for the first; an empty list when none came."""
+        try:
+            batch = [self.outbox.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        try:
+            while len(batch) < DASHBOARD_BATCH:
+                batch.append(self.outbox.get_nowait())
+        except queue.Empty:
+            pass
+        return batch
 
     def request_snapshot(self):
         """Ask the dashboard's thread to send a fresh snapshot: broadcasts may
