@@ -51,6 +51,24 @@ def test_the_sweep_step_runs_in_its_own_app_context(app):
     assert [(t.nvr_id, t.reason) for t in transitions] == [(nvr_id, "stale")]
 
 
+def test_the_sweep_writes_this_workers_last_seen_before_judging_it(app):
+    """A flush starved of database connections must not get a live NVR swept."""
+    with app.app_context():
+        nvr_id = add_nvr("busy")
+        long_ago = now() - timedelta(seconds=60)
+        presence.connect(nvr_id, "live", long_ago)  # the last last_seen written
+        session = NvrSession(peer=None, nvr_id=nvr_id, hostname="busy", now=long_ago)
+        session.connection_id = "live"
+        current_registry().add_nvr(session)
+        session.touch(now())  # heard from just now; the flush has not run since
+        db.session.remove()
+
+    assert jobs.sweep(app) == []
+
+    with app.app_context():
+        assert db.session.get(Nvr, nvr_id).status == "online"
+
+
 @pytest.mark.parametrize("heartbeat, period", [(10, 1.0), (1, 0.5), (0.2, 0.1)])
 def test_last_seen_lags_heartbeats_by_at_most_one_interval(heartbeat, period):
     assert jobs.flush_period({"VMS_HEARTBEAT_INTERVAL": heartbeat}) == period

@@ -118,33 +118,101 @@ def test_it_records_one_transition_when_disconnect_and_sweeps_race(app):
     with app.app_context():
         nvr_id, camera_ids = make_nvr(cameras=3)
         presence.connect(nvr_id, "c1", now() - timedelta(seconds=60))
-    start = threading.Barrier(8)
-    errors = []
 
-    def contender(index):
-        with app.app_context():
-            try:
-                start.wait()
-                if index % 2:
-                    presence.sweep_stale(now(), stale_after=5)
-                else:
-                    presence.disconnect(nvr_id, "c1", presence.DISCONNECTED, now())
-            except Exception as error:  # collected: a thread cannot fail the test itself
-                errors.append(error)
-            finally:
-                db.session.remove()
+    def contend(index):
+        if index % 2:
+            presence.sweep_stale(now(), stale_after=5)
+        else:
+            presence.disconnect(nvr_id, "c1", presence.DISCONNECTED, now())
 
-    threads = [threading.Thread(target=contender, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = race(app, 8, contend)
 
     assert errors == []
     with app.app_context():
         offline = [e for e in events(nvr_id) if e.to_status == "offline"]
         assert len(offline) == 1 + len(camera_ids)
         assert nvr_row(nvr_id).status_version == 2
+
+
+def race(app, count, work):
+    """Run ``work(index)`` in ``count`` threads started together, each in its
+    own app context; the exceptions they raised."""
+    start = threading.Barrier(count)
+    errors = []
+
+    def contender(index):
+        with app.app_context():
+            try:
+                start.wait()
+                work(index)
+            except Exception as error:  # collected: a thread cannot fail the test itself
+                errors.append(error)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=contender, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_connects_arriving_together_each_get_their_own_transition(app):
+    with app.app_context():
+        nvrs = [make_nvr(cameras=2, hostname=f"nvr-{i}") for i in range(12)]
+    results = {}
+
+    def connect(index):
+        nvr_id, _ = nvrs[index]
+        results[nvr_id] = presence.connect(nvr_id, f"c{index}", now())
+
+    assert race(app, len(nvrs), connect) == []
+    with app.app_context():
+        for index, (nvr_id, camera_ids) in enumerate(nvrs):
+            transition = results[nvr_id]
+            assert (transition.nvr_id, transition.camera_ids) == (nvr_id, camera_ids)
+            row = nvr_row(nvr_id)
+            assert (row.status, row.status_version, row.connection_id) == (
+                "online", 1, f"c{index}")
+            assert [(e.camera_id, e.to_status) for e in events(nvr_id)] == [
+                (None, "online")] + [(c, "online") for c in camera_ids]
+
+
+def test_connects_of_one_nvr_arriving_together_make_one_transition(app):
+    with app.app_context():
+        nvr_id, camera_ids = make_nvr(cameras=2)
+    transitions = []
+
+    def connect(index):
+        transitions.append(presence.connect(nvr_id, f"c{index}", now()))
+
+    assert race(app, 8, connect) == []
+    assert len([t for t in transitions if t is not None]) == 1
+    with app.app_context():
+        row = nvr_row(nvr_id)
+        assert (row.status, row.status_version) == ("online", 1)
+        assert row.connection_id in {f"c{i}" for i in range(8)}
+        assert len(events(nvr_id)) == 1 + len(camera_ids)
+
+
+def test_a_failed_connect_batch_fails_its_callers_and_the_next_one_writes(app, monkeypatch):
+    with app.app_context():
+        first, _ = make_nvr(hostname="first")
+        second, _ = make_nvr(hostname="second")
+    real = presence._connect_all
+
+    def broken(requests):
+        raise sa.exc.OperationalError("UPDATE", {}, Exception("database went away"))
+
+    monkeypatch.setattr(presence, "_connect_all", broken)
+    with app.app_context(), pytest.raises(sa.exc.OperationalError):
+        presence.connect(first, "c1", now())
+    monkeypatch.setattr(presence, "_connect_all", real)
+
+    with app.app_context():
+        assert presence.connect(second, "c2", now()).nvr_id == second
+        assert (nvr_row(first).status, nvr_row(second).status) == ("offline", "online")
 
 
 def test_it_applies_camera_reports_from_the_current_connection_only(ctx, listener):

@@ -3,6 +3,7 @@ published to dashboards after its commit. Status changes live in ``presence``.""
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 
 from . import credentials
 from .errors import ApiError
@@ -12,9 +13,13 @@ from .realtime import protocol
 from .realtime.bus import current_bus
 
 
-def find_nvr_by_hostname(hostname):
-    """The NVR with this hostname, whatever its case, or None."""
-    return db.session.scalar(sa.select(Nvr).where(sa.func.lower(Nvr.hostname) == hostname.lower()))
+def find_nvr_by_hostname(hostname, with_cameras=False):
+    """The NVR with this hostname, whatever its case, or None; ``with_cameras``
+    loads its cameras in the same query (an agent's auth needs them)."""
+    query = sa.select(Nvr).where(sa.func.lower(Nvr.hostname) == hostname.lower())
+    if with_cameras:
+        query = query.options(joinedload(Nvr.cameras))
+    return db.session.execute(query).unique().scalar_one_or_none()
 
 
 def get_nvr(nvr_id):

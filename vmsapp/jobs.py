@@ -21,12 +21,18 @@ def sweep(app):
     ``last_seen`` is written in batches and may lag by up to one heartbeat
     interval (SPEC §3), so only rows older than both together are surely stale:
     a live NVR is never swept for a late batch. Live workers catch their own
-    silent peers on time; the sweep is for NVRs whose worker died."""
+    silent peers on time; the sweep is for NVRs whose worker died.
+
+    This worker's own batch is written first: under load the flush job can
+    wait its turn for a database connection, and the sweep must not judge this
+    worker's NVRs on what a starved flush has not written yet."""
+    moment = now()
+    flush_last_seen(app)
     with app.app_context():
         config = app.config
         try:
             transitions = presence.sweep_stale(
-                now(), config["VMS_STALE_AFTER"] + config["VMS_HEARTBEAT_INTERVAL"])
+                moment, config["VMS_STALE_AFTER"] + config["VMS_HEARTBEAT_INTERVAL"])
         except SQLAlchemyError:
             log.exception("stale sweep failed; it runs again next interval")
             return []

@@ -7,11 +7,14 @@ workers, the sweep and a disconnect racing on one NVR therefore produce one
 event and one broadcast (SPEC §4 rule 5)."""
 
 import logging
+import threading
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from flask import current_app
 
 from .extensions import db
 from .models import OFFLINE, ONLINE, Camera, Nvr, StatusEvent
@@ -25,6 +28,9 @@ log = logging.getLogger(__name__)
 NVRS = Nvr.__table__
 CAMERAS = Camera.__table__
 EVENTS = StatusEvent.__table__
+BATCHER_KEY = "vmsapp.connect_batcher"
+# NVR ids per IN (...) list: SQLite allows 32,766 parameters a statement.
+IN_CHUNK = 1000
 
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
@@ -61,15 +67,99 @@ def connect(nvr_id, connection_id, now):
     """Give the NVR's presence to ``connection_id``; online if it was offline.
 
     The claim comes first, in the same transaction: from then on the close of
-    any older connection no longer matches and cannot mark the NVR offline."""
+    any older connection no longer matches and cannot mark the NVR offline.
+    Connects arriving together share one transaction (``ConnectBatcher``)."""
+    batcher = current_app.extensions.get(BATCHER_KEY)
+    if batcher is None:
+        batcher = current_app.extensions.setdefault(BATCHER_KEY, ConnectBatcher())
+    return batcher.connect(nvr_id, connection_id, now)
+
+
+class _ConnectRequest:
+    __slots__ = ("nvr_id", "connection_id", "now", "done", "leads", "transition", "error")
+
+    def __init__(self, nvr_id, connection_id, now):
+        self.nvr_id = nvr_id
+        self.connection_id = connection_id
+        self.now = now
+        self.done = threading.Event()
+        self.leads = False  # handed the writing of the next batch
+        self.transition = None
+        self.error = None
+
+
+class ConnectBatcher:
+    """Flat combining for connects: whoever finds no write in progress writes
+    every connect waiting, in one transaction, then hands the next batch to
+    the first caller still waiting. No thread of its own; alone, a connect is
+    written at once; in a reconnect storm the database sees a handful of
+    transactions instead of one per agent (BENCHMARKS.md)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._waiting = []
+        self._writing = False
+
+    def connect(self, nvr_id, connection_id, now):
+        request = _ConnectRequest(nvr_id, connection_id, now)
+        with self._lock:
+            self._waiting.append(request)
+            leads = not self._writing
+            self._writing = True
+        if not leads:
+            request.done.wait()
+        if request.leads or leads:
+            self._write_next_batch()
+        if request.error is not None:
+            raise request.error
+        return request.transition
+
+    def _write_next_batch(self):
+        with self._lock:
+            batch, later, seen = [], [], set()
+            for request in self._waiting:
+                # Two connects of one NVR are never in one batch: the later
+                # one must claim after the earlier, as it would alone.
+                (later if request.nvr_id in seen else batch).append(request)
+                seen.add(request.nvr_id)
+            self._waiting = later
+        try:
+            transitions = _connect_all(batch)
+        except BaseException as error:  # every caller reports its own failure
+            for request in batch:
+                request.error = error
+            if not isinstance(error, Exception):
+                raise
+        else:
+            for request in batch:
+                request.transition = transitions.get(request.nvr_id)
+        finally:
+            with self._lock:
+                if self._waiting:
+                    self._waiting[0].leads = True
+                    self._waiting[0].done.set()
+                else:
+                    self._writing = False
+            for request in batch:
+                request.done.set()
+
+
+def _connect_all(requests):
+    """One transaction for a batch of connects of distinct NVRs:
+    ``{nvr_id: NvrTransition}`` for those that went online."""
     with _transaction():
         db.session.execute(
-            sa.update(NVRS).where(NVRS.c.id == nvr_id)
-            .values(connection_id=connection_id, last_seen=now))
-        transitions = _move_nvrs([NVRS.c.id == nvr_id, NVRS.c.connection_id == connection_id],
-                                 OFFLINE, ONLINE, CONNECTED, now)
+            sa.update(NVRS).where(NVRS.c.id == sa.bindparam("b_id"))
+            .values(connection_id=sa.bindparam("b_connection"), last_seen=sa.bindparam("b_now")),
+            [{"b_id": r.nvr_id, "b_connection": r.connection_id, "b_now": r.now}
+             for r in requests])
+        # The claims above lock these rows until the commit: the connection
+        # ids are ours, so the status can move on the ids alone.
+        transitions = _move_nvrs([NVRS.c.id.in_([r.nvr_id for r in requests])],
+                                 OFFLINE, ONLINE, CONNECTED,
+                                 {r.nvr_id: r.now for r in requests})
     _announce(transitions)
-    return transitions[0] if transitions else None
+    return {t.nvr_id: t for t in transitions}
 
 
 def disconnect(nvr_id, connection_id, reason, now):
@@ -162,28 +252,37 @@ def _transaction():
         raise
 
 
-def _move_nvrs(conditions, previous, status, reason, now):
+def _move_nvrs(conditions, previous, status, reason, at):
+    """Move the matching NVRs, and their cameras, from ``previous`` to
+    ``status``, with the event rows; ``at`` is a time, or one per NVR id."""
     rows = db.session.execute(
         sa.update(NVRS)
         .where(NVRS.c.status == previous, *conditions)
         .values(status=status, status_version=NVRS.c.status_version + 1)
         .returning(NVRS.c.id, NVRS.c.hostname, NVRS.c.name, NVRS.c.status_version,
                    NVRS.c.last_seen)).all()
+    cameras = defaultdict(list)
+    ids = [row.id for row in rows]
+    for start in range(0, len(ids), IN_CHUNK):
+        for camera_id, nvr_id in db.session.execute(
+                sa.update(CAMERAS)
+                .where(CAMERAS.c.nvr_id.in_(ids[start:start + IN_CHUNK]),
+                       CAMERAS.c.status == previous)
+                .values(status=status)
+                .returning(CAMERAS.c.id, CAMERAS.c.nvr_id)):
+            cameras[nvr_id].append(camera_id)
     transitions = []
     events = []
     for row in rows:
-        camera_ids = sorted(db.session.scalars(
-            sa.update(CAMERAS)
-            .where(CAMERAS.c.nvr_id == row.id, CAMERAS.c.status == previous)
-            .values(status=status)
-            .returning(CAMERAS.c.id)))
-        events.append(_event(row.id, None, previous, status, reason, now))
-        events.extend(_event(row.id, camera_id, previous, status, reason, now)
+        moment = at[row.id] if isinstance(at, dict) else at
+        camera_ids = sorted(cameras[row.id])
+        events.append(_event(row.id, None, previous, status, reason, moment))
+        events.extend(_event(row.id, camera_id, previous, status, reason, moment)
                       for camera_id in camera_ids)
         transitions.append(NvrTransition(
             nvr_id=row.id, hostname=row.hostname, name=row.name, status=status,
             previous_status=previous, reason=reason, status_version=row.status_version,
-            last_seen=row.last_seen, at=now, camera_ids=camera_ids))
+            last_seen=row.last_seen, at=moment, camera_ids=camera_ids))
     _record(events)
     return transitions
 

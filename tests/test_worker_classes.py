@@ -1,0 +1,53 @@
+"""The worker classes gunicorn.conf.py offers serve the same /ws contract.
+
+gevent, the default, is what every other server test runs; gthread reads each
+socket on a reader thread of simple-websocket's instead of in the connection's
+own greenlet, so the life of a connection is checked under both here."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from support import ROOT, dashboard, nvr_agent, wait_until
+
+
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_a_connection_lives_the_same_life_under_each_worker_class(make_server, worker_class):
+    live = make_server(VMS_WORKER_CLASS=worker_class)
+    nvr = live.create_nvr(cameras=1)
+    dash = dashboard(live)
+
+    first, ok = nvr_agent(live, nvr["hostname"])
+    assert [c["id"] for c in ok["cameras"]] == [nvr["cameras"][0]["id"]]
+    dash.expect_type("nvr_status", nvr_id=nvr["id"], reason="connected")
+    first.send({"type": "heartbeat"})
+    first.expect_type("heartbeat_ack")
+
+    # Newest wins (4000), then the newer one falls silent (4001, stale).
+    second, _ = nvr_agent(live, nvr["hostname"])
+    assert first.close_code() == 4000
+    assert second.close_code() == 4001
+    dash.expect_type("nvr_status", nvr_id=nvr["id"], reason="stale")
+
+    # A clean close is a disconnect; a graceful stop closes everyone with 1001.
+    third, _ = nvr_agent(live, nvr["hostname"])
+    dash.expect_type("nvr_status", nvr_id=nvr["id"], status_version=3)
+    third.close()
+    dash.expect_type("nvr_status", nvr_id=nvr["id"], reason="disconnected")
+    wait_until(lambda: live.nvr(nvr["id"])["status"] == "offline", message="offline")
+    fourth, _ = nvr_agent(live, nvr["hostname"])
+    live.stop()
+    assert fourth.close_code() == 1001
+    assert dash.close_code() == 1001
+
+
+def test_an_unknown_worker_class_is_refused_at_start():
+    env = {**os.environ, "VMS_WORKER_CLASS": "sync"}
+    done = subprocess.run([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
+                           "--check-config", "wsgi:app"], cwd=ROOT, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode != 0
+    assert "VMS_WORKER_CLASS='sync': use one of gevent, gthread" in done.stdout + done.stderr
