@@ -196,23 +196,29 @@ def test_connects_of_one_nvr_arriving_together_make_one_transition(app):
         assert len(events(nvr_id)) == 1 + len(camera_ids)
 
 
-def test_a_failed_connect_batch_fails_its_callers_and_the_next_one_writes(app, monkeypatch):
+def test_disconnects_arriving_together_move_only_the_nvrs_their_connection_holds(app):
     with app.app_context():
-        first, _ = make_nvr(hostname="first")
-        second, _ = make_nvr(hostname="second")
-    real = presence._connect_all
+        nvrs = [make_nvr(cameras=1, hostname=f"nvr-{i}")[0] for i in range(10)]
+        for index, nvr_id in enumerate(nvrs):
+            presence.connect(nvr_id, f"c{index}", now())
+    results = {}
 
-    def broken(requests):
-        raise sa.exc.OperationalError("UPDATE", {}, Exception("database went away"))
+    def disconnect(index):
+        # Odd ones close a connection that no longer holds the NVR: no effect.
+        connection = f"c{index}" if index % 2 == 0 else "replaced"
+        reason = presence.STALE if index % 4 == 0 else presence.DISCONNECTED
+        results[index] = presence.disconnect(nvrs[index], connection, reason, now())
 
-    monkeypatch.setattr(presence, "_connect_all", broken)
-    with app.app_context(), pytest.raises(sa.exc.OperationalError):
-        presence.connect(first, "c1", now())
-    monkeypatch.setattr(presence, "_connect_all", real)
-
+    assert race(app, len(nvrs), disconnect) == []
     with app.app_context():
-        assert presence.connect(second, "c2", now()).nvr_id == second
-        assert (nvr_row(first).status, nvr_row(second).status) == ("offline", "online")
+        for index, nvr_id in enumerate(nvrs):
+            if index % 2:
+                assert results[index] is None and nvr_row(nvr_id).status == "online"
+            else:
+                reason = "stale" if index % 4 == 0 else "disconnected"
+                assert (results[index].nvr_id, results[index].reason) == (nvr_id, reason)
+                assert (nvr_row(nvr_id).status, nvr_row(nvr_id).status_version) == ("offline", 2)
+                assert [e.reason for e in events(nvr_id)][-2:] == [reason, reason]
 
 
 def test_it_applies_camera_reports_from_the_current_connection_only(ctx, listener):

@@ -5,9 +5,8 @@ import signal
 import time
 
 import pytest
-from websockets.exceptions import InvalidStatus
-
 from support import ADMIN_KEY, Client, auth, dashboard, nvr_agent, unique, wait_until
+from websockets.exceptions import InvalidStatus
 
 
 def marker(server, dash):

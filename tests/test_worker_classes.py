@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from support import ROOT, dashboard, nvr_agent, wait_until
 
 

@@ -30,6 +30,13 @@ def distribution(values, scale=1.0, points=(50, 95, 99)):
     return summary
 
 
+def silent_since(agent):
+    """When a silent agent's silence began as the server sees it: its last
+    heartbeat, or ``auth_ok`` when it never sent one (an agent may heartbeat
+    only once it has ``auth_ok``, so the server's clock starts there)."""
+    return agent["last_heartbeat"] or agent["auth_ok"]
+
+
 class Observations:
     """Everything a run collected, as the coordinator hands it over."""
 
@@ -137,7 +144,7 @@ class Analysis:
             if agent["role"] == "disconnect" and agent["closed_by_us"] == "disconnect":
                 expected["disconnected"] = agent["close_sent"]
             if agent["role"] == "silent":
-                expected["stale"] = agent["last_heartbeat"] or agent["auth_sent"]
+                expected["stale"] = silent_since(agent)
         return expected
 
     def broadcasts(self):
@@ -224,7 +231,7 @@ class Analysis:
     def stale(self):
         silent = [a for a in self.agents if a["role"] == "silent" and a["auth_ok"] is not None]
         closed = [a for a in silent if a["close_code"] == CLOSE_STALE]
-        close_after = [a["close_at"] - (a["last_heartbeat"] or a["auth_sent"]) for a in closed]
+        close_after = [a["close_at"] - silent_since(a) for a in closed]
         detection = self.latencies["stale"]
         # Per silent agent: when the first and the last dashboard heard of it.
         heard = defaultdict(list)
@@ -234,7 +241,7 @@ class Analysis:
                     heard[nvr_id].append(moment)
         per_agent = []
         for agent in silent:
-            since = agent["last_heartbeat"] or agent["auth_sent"]
+            since = silent_since(agent)
             times = heard.get(agent["nvr_id"], [])
             per_agent.append({"nvr_id": agent["nvr_id"],
                               "first_dashboard_s": min(times) - since if times else None,

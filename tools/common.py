@@ -1,4 +1,5 @@
-"""What both simulators share: reconnect backoff, close codes, logging, stopping."""
+"""What both simulators share: the reconnect loop and its backoff, close codes,
+logging, stopping."""
 
 import argparse
 import logging
@@ -7,6 +8,8 @@ import signal
 import sys
 import threading
 import time
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 DEFAULT_URL = "ws://localhost:3000/ws"
 
@@ -42,6 +45,56 @@ class Backoff:
     def reset(self):
         """Start over at the first delay (after a successful authentication)."""
         self.attempts = 0
+
+
+class ReconnectingClient:
+    """A connection kept up until ``stop`` is set: ``_session`` serves one
+    connection; a close or a failure to connect is logged and retried with
+    backoff, unless ``_final_close`` says retrying cannot help."""
+
+    log = logging.getLogger(__name__)
+    prefix = ""  # what each log line starts with (an agent's hostname)
+
+    def __init__(self, url, stop, token=None):
+        self.url = url
+        self.stop = stop
+        self.token = token
+        self.backoff = Backoff()
+        self.last_error = None  # the code of the last error frame the server sent
+
+    def run(self):
+        """Keep a session up until stopped; the exit status."""
+        while not self.stop.is_set():
+            try:
+                self._session()
+            except ConnectionClosed as closed:
+                code, reason = close_code(closed), close_reason(closed)
+                final = self._final_close(code)
+                if final:
+                    self.log.error("%sgiving up: %s", self.prefix, final)
+                    return EXIT_FATAL
+                self.log.warning("%sdisconnected (close %s%s)", self.prefix, code,
+                                 f": {reason}" if reason else "")
+            except InvalidURI as error:
+                self.log.error("%s%s", self.prefix, error)
+                return EXIT_FATAL
+            except (OSError, InvalidHandshake) as error:  # OSError covers TimeoutError
+                self.log.warning("%scannot connect to %s: %s", self.prefix, self.url,
+                                 error or type(error).__name__)
+            if self.stop.is_set():
+                break
+            delay = self.backoff.next_delay()
+            self.log.info("%sreconnecting in %.1fs", self.prefix, delay)
+            self.stop.wait(delay)
+        return EXIT_OK
+
+    def _session(self):
+        """One connection, from connect to close; returns when stopped."""
+        raise NotImplementedError
+
+    def _final_close(self, code):
+        """Why to give up after a close with ``code``, or None to reconnect."""
+        return None
 
 
 def close_code(closed):

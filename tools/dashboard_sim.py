@@ -15,17 +15,12 @@ import sys
 import threading
 from datetime import datetime
 
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import connect
 
 from .common import (
     DEFAULT_URL,
-    EXIT_FATAL,
-    EXIT_OK,
     STOP_POLL,
-    Backoff,
-    close_code,
-    close_reason,
+    ReconnectingClient,
     run_workers,
     setup_logging,
     stop_on_signals,
@@ -104,41 +99,21 @@ def describe(message, at=None):
     return f"{at:%H:%M:%S}.{at.microsecond // 1000:03d} {kind:<{TYPE_WIDTH}} {details}"
 
 
-class Dashboard:
+class Dashboard(ReconnectingClient):
     """One dashboard connection that prints what it receives and reconnects."""
 
+    log = log
+
     def __init__(self, url, stop, token=None, raw_json=False, out=sys.stdout):
-        self.url = url
-        self.stop = stop
-        self.token = token
+        super().__init__(url, stop, token)
         self.raw_json = raw_json
         self.out = out
-        self.backoff = Backoff()
-        self.last_error = None
 
-    def run(self):
-        """Stay subscribed until stopped; the exit status."""
-        while not self.stop.is_set():
-            try:
-                self._session()
-            except ConnectionClosed as closed:
-                code, reason = close_code(closed), close_reason(closed)
-                if code == CLOSE_POLICY and self.last_error in AUTH_ERRORS:
-                    log.error("giving up: the server refused the dashboard (%s, close %s); "
-                              "check --token", self.last_error, code)
-                    return EXIT_FATAL
-                log.warning("disconnected (close %s%s)", code, f": {reason}" if reason else "")
-            except InvalidURI as error:
-                log.error("%s", error)
-                return EXIT_FATAL
-            except (OSError, InvalidHandshake) as error:  # OSError covers TimeoutError
-                log.warning("cannot connect to %s: %s", self.url, error or type(error).__name__)
-            if self.stop.is_set():
-                break
-            delay = self.backoff.next_delay()
-            log.info("reconnecting in %.1fs", delay)
-            self.stop.wait(delay)
-        return EXIT_OK
+    def _final_close(self, code):
+        if code == CLOSE_POLICY and self.last_error in AUTH_ERRORS:
+            return (f"the server refused the dashboard ({self.last_error}, close {code}); "
+                    "check --token")
+        return None
 
     def _session(self):
         """One connection, from connect to close; returns when stopped."""

@@ -16,17 +16,12 @@ import sys
 import threading
 import time
 
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import connect
 
 from .common import (
     DEFAULT_URL,
-    EXIT_FATAL,
-    EXIT_OK,
     STOP_POLL,
-    Backoff,
-    close_code,
-    close_reason,
+    ReconnectingClient,
     non_negative_int,
     positive_int,
     run_workers,
@@ -46,42 +41,18 @@ AUTH_TIMEOUT = 10.0
 DEFAULT_HEARTBEAT = 10.0
 
 
-class Agent:
+class Agent(ReconnectingClient):
     """One simulated NVR agent: connect, authenticate, heartbeat, reconnect."""
 
+    log = log
+
     def __init__(self, hostname, url, stop, token=None, offline_cameras=None):
+        super().__init__(url, stop, token)
         self.hostname = hostname
-        self.url = url
-        self.stop = stop
-        self.token = token
+        self.prefix = f"{hostname}: "
         # None: plain heartbeats. A number K: report cameras, the first K offline.
         self.offline_cameras = offline_cameras
-        self.backoff = Backoff()
         self.cameras = []
-        self.last_error = None
-
-    def run(self):
-        """Keep a session up until stopped; the exit status."""
-        while not self.stop.is_set():
-            try:
-                self._session()
-            except ConnectionClosed as closed:
-                final = self._on_closed(closed)
-                if final:
-                    log.error("%s: giving up: %s", self.hostname, final)
-                    return EXIT_FATAL
-            except InvalidURI as error:
-                log.error("%s: %s", self.hostname, error)
-                return EXIT_FATAL
-            except (OSError, InvalidHandshake) as error:  # OSError covers TimeoutError
-                log.warning("%s: cannot connect to %s: %s", self.hostname, self.url,
-                            error or type(error).__name__)
-            if self.stop.is_set():
-                break
-            delay = self.backoff.next_delay()
-            log.info("%s: reconnecting in %.1fs", self.hostname, delay)
-            self.stop.wait(delay)
-        return EXIT_OK
 
     def _session(self):
         """One connection, from connect to close; returns when stopped."""
@@ -171,16 +142,12 @@ class Agent:
             log.debug("%s: received %s", self.hostname, raw)
         return message
 
-    def _on_closed(self, closed):
-        """Log a close by the server; why to give up when it is final, else None."""
-        code, reason = close_code(closed), close_reason(closed)
+    def _final_close(self, code):
         if code == CLOSE_POLICY and self.last_error in AUTH_ERRORS:
             return (f"the server refused to authenticate it ({self.last_error}, close {code}); "
                     "check the hostname and token")
         if code == CLOSE_DELETED:
             return f"the NVR was deleted on the server (close {code})"
-        log.warning("%s: disconnected (close %s%s)", self.hostname, code,
-                    f": {reason}" if reason else "")
         return None
 
 

@@ -7,7 +7,6 @@ workers, the sweep and a disconnect racing on one NVR therefore produce one
 event and one broadcast (SPEC §4 rule 5)."""
 
 import logging
-import threading
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app
 
+from .batching import Combiner
 from .extensions import db
 from .models import OFFLINE, ONLINE, Camera, Nvr, StatusEvent
 from .realtime import protocol
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 NVRS = Nvr.__table__
 CAMERAS = Camera.__table__
 EVENTS = StatusEvent.__table__
-BATCHER_KEY = "vmsapp.connect_batcher"
+COMBINERS_KEY = "vmsapp.presence_combiners"
 # NVR ids per IN (...) list: SQLite allows 32,766 parameters a statement.
 IN_CHUNK = 1000
 
@@ -68,109 +68,60 @@ def connect(nvr_id, connection_id, now):
 
     The claim comes first, in the same transaction: from then on the close of
     any older connection no longer matches and cannot mark the NVR offline.
-    Connects arriving together share one transaction (``ConnectBatcher``)."""
-    batcher = current_app.extensions.get(BATCHER_KEY)
-    if batcher is None:
-        batcher = current_app.extensions.setdefault(BATCHER_KEY, ConnectBatcher())
-    return batcher.connect(nvr_id, connection_id, now)
-
-
-class _ConnectRequest:
-    __slots__ = ("nvr_id", "connection_id", "now", "done", "leads", "transition", "error")
-
-    def __init__(self, nvr_id, connection_id, now):
-        self.nvr_id = nvr_id
-        self.connection_id = connection_id
-        self.now = now
-        self.done = threading.Event()
-        self.leads = False  # handed the writing of the next batch
-        self.transition = None
-        self.error = None
-
-
-class ConnectBatcher:
-    """Flat combining for connects: whoever finds no write in progress writes
-    every connect waiting, in one transaction, then hands the next batch to
-    the first caller still waiting. No thread of its own; alone, a connect is
-    written at once; in a reconnect storm the database sees a handful of
-    transactions instead of one per agent (BENCHMARKS.md)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._waiting = []
-        self._writing = False
-
-    def connect(self, nvr_id, connection_id, now):
-        request = _ConnectRequest(nvr_id, connection_id, now)
-        with self._lock:
-            self._waiting.append(request)
-            leads = not self._writing
-            self._writing = True
-        if not leads:
-            request.done.wait()
-        if request.leads or leads:
-            self._write_next_batch()
-        if request.error is not None:
-            raise request.error
-        return request.transition
-
-    def _write_next_batch(self):
-        with self._lock:
-            batch, later, seen = [], [], set()
-            for request in self._waiting:
-                # Two connects of one NVR are never in one batch: the later
-                # one must claim after the earlier, as it would alone.
-                (later if request.nvr_id in seen else batch).append(request)
-                seen.add(request.nvr_id)
-            self._waiting = later
-        try:
-            transitions = _connect_all(batch)
-        except BaseException as error:  # every caller reports its own failure
-            for request in batch:
-                request.error = error
-            if not isinstance(error, Exception):
-                raise
-        else:
-            for request in batch:
-                request.transition = transitions.get(request.nvr_id)
-        finally:
-            with self._lock:
-                if self._waiting:
-                    self._waiting[0].leads = True
-                    self._waiting[0].done.set()
-                else:
-                    self._writing = False
-            for request in batch:
-                request.done.set()
-
-
-def _connect_all(requests):
-    """One transaction for a batch of connects of distinct NVRs:
-    ``{nvr_id: NvrTransition}`` for those that went online."""
-    with _transaction():
-        db.session.execute(
-            sa.update(NVRS).where(NVRS.c.id == sa.bindparam("b_id"))
-            .values(connection_id=sa.bindparam("b_connection"), last_seen=sa.bindparam("b_now")),
-            [{"b_id": r.nvr_id, "b_connection": r.connection_id, "b_now": r.now}
-             for r in requests])
-        # The claims above lock these rows until the commit: the connection
-        # ids are ours, so the status can move on the ids alone.
-        transitions = _move_nvrs([NVRS.c.id.in_([r.nvr_id for r in requests])],
-                                 OFFLINE, ONLINE, CONNECTED,
-                                 {r.nvr_id: r.now for r in requests})
-    _announce(transitions)
-    return {t.nvr_id: t for t in transitions}
+    Connects arriving together share one transaction (``batching``)."""
+    return _combiner("connect", _connect_all).submit(nvr_id, connection_id, now)
 
 
 def disconnect(nvr_id, connection_id, reason, now):
     """Offline, if ``connection_id`` still holds the NVR's presence.
 
-    ``reason`` is ``disconnected`` (the socket closed) or ``stale`` (it fell silent)."""
+    ``reason`` is ``disconnected`` (the socket closed) or ``stale`` (it fell
+    silent). Disconnects arriving together share one transaction."""
+    return _combiner("disconnect", _disconnect_all).submit(nvr_id, connection_id, reason, now)
+
+
+def _combiner(name, write):
+    combiners = current_app.extensions.setdefault(COMBINERS_KEY, {})
+    combiner = combiners.get(name)
+    if combiner is None:
+        # One request per NVR in a batch: each is a compare-and-set of its own.
+        combiner = combiners.setdefault(name, Combiner(write, key=lambda args: args[0]))
+    return combiner
+
+
+def _connect_all(batch):
+    """Connects of distinct NVRs, ``(nvr_id, connection_id, now)`` each, in one
+    transaction; the transition of each, or None."""
     with _transaction():
-        transitions = _move_nvrs([NVRS.c.id == nvr_id, NVRS.c.connection_id == connection_id],
-                                 ONLINE, OFFLINE, reason, now)
+        db.session.execute(
+            sa.update(NVRS).where(NVRS.c.id == sa.bindparam("b_id"))
+            .values(connection_id=sa.bindparam("b_connection"), last_seen=sa.bindparam("b_now")),
+            [{"b_id": nvr_id, "b_connection": connection, "b_now": now}
+             for nvr_id, connection, now in batch])
+        # The claims above lock these rows until the commit: the connection
+        # ids are ours, so the status can move on the ids alone.
+        transitions = _move_nvrs([NVRS.c.id.in_([nvr_id for nvr_id, _, _ in batch])],
+                                 OFFLINE, ONLINE, CONNECTED,
+                                 {nvr_id: now for nvr_id, _, now in batch})
     _announce(transitions)
-    return transitions[0] if transitions else None
+    by_nvr = {t.nvr_id: t for t in transitions}
+    return [by_nvr.get(nvr_id) for nvr_id, _, _ in batch]
+
+
+def _disconnect_all(batch):
+    """Disconnects of distinct NVRs, ``(nvr_id, connection_id, reason, now)``
+    each, in one transaction; the transition of each, or None."""
+    transitions = []
+    with _transaction():
+        for reason in sorted({reason for _, _, reason, _ in batch}):
+            group = [args for args in batch if args[2] == reason]
+            holders = sa.tuple_(NVRS.c.id, NVRS.c.connection_id).in_(
+                [(nvr_id, connection) for nvr_id, connection, _, _ in group])
+            transitions += _move_nvrs([holders], ONLINE, OFFLINE, reason,
+                                      {nvr_id: now for nvr_id, _, _, now in group})
+    _announce(transitions)
+    by_nvr = {t.nvr_id: t for t in transitions}
+    return [by_nvr.get(nvr_id) for nvr_id, _, _, _ in batch]
 
 
 def sweep_stale(now, stale_after):

@@ -1,0 +1,86 @@
+"""Flat combining: concurrent callers share one database transaction.
+
+A caller that finds no batch being written writes its own request at once. Callers
+arriving meanwhile wait; when the batch is done, the first of them writes all that
+waited, together. No thread of its own and no added delay for a lone caller, while a
+reconnect storm costs the database a handful of transactions instead of one per agent
+(BENCHMARKS.md)."""
+
+import threading
+
+# Requests per transaction at most: bounds its length, and its statements'
+# parameters (SQLite allows 32,766).
+BATCH_LIMIT = 1000
+
+
+class _Request:
+    __slots__ = ("args", "done", "leads", "result", "error")
+
+    def __init__(self, args):
+        self.args = args
+        self.done = threading.Event()
+        self.leads = False  # handed the writing of the next batch
+        self.result = None
+        self.error = None
+
+
+class Combiner:
+    """Runs ``write(batch)`` — a list of argument tuples, returning one result
+    each, in order — for requests submitted from any number of threads."""
+
+    def __init__(self, write, key=None, limit=BATCH_LIMIT):
+        """``key(args)``: requests with equal keys never share a batch, so the
+        later one is written after the earlier, as it would be alone."""
+        self._write = write
+        self._key = key
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._waiting = []
+        self._writing = False
+
+    def submit(self, *args):
+        """Write ``args`` with whatever else is waiting; its result, or the
+        exception that failed its batch."""
+        request = _Request(args)
+        with self._lock:
+            self._waiting.append(request)
+            leads = not self._writing
+            self._writing = True
+        if not leads:
+            request.done.wait()
+        if leads or request.leads:
+            self._write_next_batch()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def _write_next_batch(self):
+        with self._lock:
+            batch, later, keys = [], [], set()
+            for request in self._waiting:
+                key = self._key(request.args) if self._key else None
+                if len(batch) >= self._limit or (key is not None and key in keys):
+                    later.append(request)
+                else:
+                    batch.append(request)
+                    keys.add(key)
+            self._waiting = later
+        try:
+            results = self._write([request.args for request in batch])
+        except BaseException as error:  # every caller raises its batch's failure
+            for request in batch:
+                request.error = error
+            if not isinstance(error, Exception):
+                raise
+        else:
+            for request, result in zip(batch, results, strict=True):
+                request.result = result
+        finally:
+            with self._lock:
+                if self._waiting:
+                    self._waiting[0].leads = True
+                    self._waiting[0].done.set()
+                else:
+                    self._writing = False
+            for request in batch:
+                request.done.set()
