@@ -32,6 +32,7 @@ class Sim:
         for name in ("VMS_URL", "VMS_TOKEN", "VMS_API_KEY"):
             env.pop(name, None)  # the command line alone configures the simulator
         command = [sys.executable, "-m", f"tools.{module}", *map(str, args)]
+        self.name = module
         for attempt in range(2):
             self.process = subprocess.Popen(
                 command, cwd=ROOT, env=env,
@@ -87,6 +88,8 @@ class Sim:
                 self.process.kill()
                 self.process.wait()
         self._reader.join(5)
+        # Shown by pytest when the test fails: what the simulator saw.
+        print(f"--- {self.name} output ---\n{self.output}")
         return self.process.returncode
 
 
@@ -151,6 +154,8 @@ def test_it_simulates_count_agents_named_after_the_prefix(server):
             f"{n['hostname']}:" for n in nvrs}
     finally:
         sim.stop()
+        print("--- server log about them ---", *(
+            line for line in server.log().splitlines() if prefix in line), sep="\n")
     wait_until(lambda: all(status_of(server, n["id"]) == "offline" for n in nvrs),
                message="three NVRs offline")
 
