@@ -18,6 +18,8 @@ from support import (
 )
 from websockets.exceptions import ConnectionClosed
 
+from vmsapp import credentials
+
 
 def api_key(server, role):
     """A key made by the CLI, as an operator would: the key alone on the last line."""
@@ -230,3 +232,12 @@ def test_behind_a_proxy_limits_count_each_client_not_the_proxy(make_server):
     assert blocked.status_code == 429
     assert other.status_code == 200
     assert "auth refused from 203.0.113.7" in live.log()
+
+
+def test_secrets_never_start_with_a_dash_so_command_lines_take_them_as_values():
+    """One token in 64 used to, and ``nvr_sim HOST --token -x…`` then failed."""
+    issued = [credentials.new_secret() for _ in range(5000)]
+
+    assert [secret for secret in issued if secret.startswith("-")] == []
+    assert len(set(issued)) == len(issued)
+    assert {len(secret) for secret in issued} == {43}  # 32 random bytes, base64url

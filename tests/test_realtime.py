@@ -6,7 +6,7 @@ import time
 
 import pytest
 from support import ADMIN_KEY, Client, auth, dashboard, nvr_agent, unique, wait_until
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import InvalidStatus, WebSocketException
 
 
 def marker(server, dash):
@@ -295,12 +295,12 @@ def test_a_stopping_server_refuses_new_sockets_instead_of_accepting_them(make_se
             accepted += 1
         except InvalidStatus as error:
             refused.add(error.response.status_code)
-        except OSError:
-            refused.add("connection refused")
+        except (OSError, WebSocketException):
+            refused.add("no connection")  # refused, or reset as the process exits
         time.sleep(0.01)
 
     assert accepted == 0
-    assert refused <= {503, "connection refused"}
+    assert refused <= {503, "no connection"}
 
 
 def test_an_agent_that_does_not_come_back_after_a_restart_is_caught_stale(make_server):

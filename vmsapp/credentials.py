@@ -17,8 +17,13 @@ KEY_PREFIX = "vms_"
 
 
 def new_secret():
-    """A fresh URL-safe secret of 32 random bytes."""
-    return secrets.token_urlsafe(TOKEN_BYTES)
+    """A fresh URL-safe secret of 32 random bytes that never starts with "-":
+    one in 64 would, and a command line then takes it for an option
+    (``nvr_sim HOST --token -x…`` fails with "expected one argument")."""
+    while True:
+        secret = secrets.token_urlsafe(TOKEN_BYTES)
+        if not secret.startswith("-"):
+            return secret
 
 
 def digest(secret):
