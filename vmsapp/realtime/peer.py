@@ -15,6 +15,7 @@ import threading
 import time
 
 from simple_websocket import ConnectionClosed
+from wsproto.connection import ConnectionState
 from wsproto.events import Ping, TextMessage
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
@@ -193,6 +194,34 @@ class Peer:
                 except (ConnectionClosed, OSError):
                     self._drop()
         self._wake()
+
+    def finish_close(self, timeout):
+        """Once closed by the server, wait up to ``timeout`` for the peer's close
+        frame (what RFC 6455 asks before the TCP connection goes), reading and
+        discarding whatever it still sends."""
+        ws = self.ws
+        if ws.connected or ws.close_reason != CloseReason.NO_STATUS_RCVD:
+            return  # still open (flask-sock closes it), or the peer closed first
+        if self._readable is None:
+            ws.thread.join(timeout)  # the reader thread ends on the peer's close frame
+            return
+        from gevent.socket import wait
+
+        deadline = time.monotonic() + timeout
+        while ws.ws.state is not ConnectionState.CLOSED:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                wait(self._readable, timeout=remaining, timeout_exc=_Timeout)
+                data = ws.sock.recv(ws.receive_bytes)
+                if not data:
+                    return
+                ws.ws.receive_data(data)
+                for _ in ws.ws.events():
+                    pass
+            except (_Timeout, ConnectionClosed, OSError, LocalProtocolError):
+                return
 
     def _drop(self):
         self.ws.connected = False

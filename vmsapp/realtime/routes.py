@@ -26,6 +26,10 @@ bp = Blueprint("realtime", __name__)
 MAX_STRIKES = 10
 # How often a dashboard's thread looks for frames from its peer between broadcasts.
 DASHBOARD_POLL = 0.25
+# After the server closes, how long it waits for the peer's close frame before
+# dropping the TCP connection: dropping it with the peer's frames still unread
+# resets it, and the peer may lose what was sent last (the error saying why).
+CLOSE_REPLY_WAIT = 1.0
 
 
 @bp.before_request
@@ -40,6 +44,13 @@ def refuse_while_stopping():
 def websocket(ws):
     # Non-browser clients may send their credential in the upgrade request.
     peer = Peer(ws, request.remote_addr, bearer(request.headers.get("Authorization")))
+    try:
+        _serve(peer)
+    finally:
+        peer.finish_close(CLOSE_REPLY_WAIT)
+
+
+def _serve(peer):
     session = _authenticate(peer)
     if session is None:
         return
