@@ -33,26 +33,14 @@ class Sim:
             env.pop(name, None)  # the command line alone configures the simulator
         command = [sys.executable, "-m", f"tools.{module}", *map(str, args)]
         self.name = module
-        for attempt in range(2):
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=env,
-                # Under pytest-xdist, stdin is the worker's channel: never hand it on.
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                text=True)
-            self.lines = []
-            self._reader = threading.Thread(target=self._read, daemon=True)
-            self._reader.start()
-            # Under the parallel suite a simulator has been seen, rarely, to print
-            # nothing at all for 30 s (cause not found yet): start it once more.
-            try:
-                wait_until(lambda: self.lines or self.process.poll() is not None, timeout=10,
-                           message="the simulator's first line")
-                break
-            except AssertionError:
-                if attempt:
-                    raise
-                self.process.kill()
-                self.process.wait()
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env,
+            # Under pytest-xdist, stdin is the worker's channel: never hand it on.
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+        self.lines = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self):
         for line in self.process.stdout:
