@@ -32,52 +32,58 @@ def test_a_lone_request_is_written_at_once_in_a_batch_of_its_own():
     assert batches == [[(1,)]]
 
 
+class SlowFirstBatch:
+    """A write that records its batches and holds the first one until
+    ``release``, so requests submitted meanwhile queue up."""
+
+    def __init__(self, result=lambda args: None):
+        self.batches = []
+        self.result = result
+        self.released = threading.Event()
+
+    def __call__(self, batch):
+        self.batches.append(batch)
+        if len(self.batches) == 1:
+            self.released.wait(10)
+        return [self.result(args) for args in batch]
+
+    def start(self, combiner, args):
+        """Submit ``args`` and wait until its batch is being written."""
+        threads, outcomes = submit_in_threads(combiner, [args])
+        wait_until(lambda: self.batches, message="the first batch to start")
+        return threads, outcomes
+
+    def release(self, threads):
+        self.released.set()
+        for thread in threads:
+            thread.join(10)
+
+
 def test_requests_arriving_during_a_write_are_written_together_next():
-    release = threading.Event()
-    batches = []
-
-    def write(batch):
-        batches.append(batch)
-        if len(batches) == 1:
-            release.wait(10)  # the first batch is slow: the others queue up
-        return [a * 10 for a, in batch]
-
+    write = SlowFirstBatch(result=lambda args: args[0] * 10)
     combiner = Combiner(write)
-    first, outcomes = submit_in_threads(combiner, [(1,)])
-    wait_until(lambda: batches, message="the first batch to start")
+    first, outcomes = write.start(combiner, (1,))
     others, more = submit_in_threads(combiner, [(2,), (3,), (4,)])
     wait_until(lambda: len(combiner._waiting) == 3, message="three waiting requests")
-    release.set()
-    for thread in first + others:
-        thread.join(10)
+    write.release(first + others)
 
+    batches = write.batches
     assert batches[0] == [(1,)]
     assert sorted(batches[1]) == [(2,), (3,), (4,)] and len(batches) == 2
     assert {**outcomes, **more} == {(1,): 10, (2,): 20, (3,): 30, (4,): 40}
 
 
 def test_requests_with_one_key_never_share_a_batch():
-    release = threading.Event()
-    batches = []
-
-    def write(batch):
-        batches.append(batch)
-        if len(batches) == 1:
-            release.wait(10)
-        return [None] * len(batch)
-
+    write = SlowFirstBatch()
     combiner = Combiner(write, key=lambda args: args[0])
-    first, _ = submit_in_threads(combiner, [("a", 0)])
-    wait_until(lambda: batches, message="the first batch to start")
+    threads, _ = write.start(combiner, ("a", 0))
     for n in (1, 2):
-        threads, _ = submit_in_threads(combiner, [("a", n)])
-        first += threads
+        more, _ = submit_in_threads(combiner, [("a", n)])
+        threads += more
         wait_until(lambda n=n: len(combiner._waiting) == n, message="waiting requests")
-    release.set()
-    for thread in first:
-        thread.join(10)
+    write.release(threads)
 
-    assert batches == [[("a", 0)], [("a", 1)], [("a", 2)]]
+    assert write.batches == [[("a", 0)], [("a", 1)], [("a", 2)]]
 
 
 def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_still_runs():
@@ -94,24 +100,13 @@ def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_still_runs(
 
 
 def test_a_batch_holds_at_most_its_limit():
-    release = threading.Event()
-    batches = []
-
-    def write(batch):
-        batches.append(batch)
-        if len(batches) == 1:
-            release.wait(10)
-        return [None] * len(batch)
-
+    write = SlowFirstBatch()
     combiner = Combiner(write, limit=2)
-    threads, _ = submit_in_threads(combiner, [(0,)])
-    wait_until(lambda: batches, message="the first batch to start")
+    threads, _ = write.start(combiner, (0,))
     for n in range(1, 6):
         more, _ = submit_in_threads(combiner, [(n,)])
         threads += more
     wait_until(lambda: len(combiner._waiting) == 5, message="five waiting requests")
-    release.set()
-    for thread in threads:
-        thread.join(10)
+    write.release(threads)
 
-    assert [len(batch) for batch in batches] == [1, 2, 2, 1]
+    assert [len(batch) for batch in write.batches] == [1, 2, 2, 1]

@@ -56,6 +56,30 @@ def nvr_row(nvr_id):
     return db.session.get(Nvr, nvr_id)
 
 
+def race(app, count, work):
+    """Run ``work(index)`` in ``count`` threads started together, each in its
+    own app context; the exceptions they raised."""
+    start = threading.Barrier(count)
+    errors = []
+
+    def contender(index):
+        with app.app_context():
+            try:
+                start.wait()
+                work(index)
+            except Exception as error:  # collected: a thread cannot fail the test itself
+                errors.append(error)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=contender, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
 def test_it_marks_the_nvr_and_its_cameras_online_on_connect(ctx, listener):
     nvr_id, camera_ids = make_nvr()
     t = now()
@@ -132,30 +156,6 @@ def test_it_records_one_transition_when_disconnect_and_sweeps_race(app):
         offline = [e for e in events(nvr_id) if e.to_status == "offline"]
         assert len(offline) == 1 + len(camera_ids)
         assert nvr_row(nvr_id).status_version == 2
-
-
-def race(app, count, work):
-    """Run ``work(index)`` in ``count`` threads started together, each in its
-    own app context; the exceptions they raised."""
-    start = threading.Barrier(count)
-    errors = []
-
-    def contender(index):
-        with app.app_context():
-            try:
-                start.wait()
-                work(index)
-            except Exception as error:  # collected: a thread cannot fail the test itself
-                errors.append(error)
-            finally:
-                db.session.remove()
-
-    threads = [threading.Thread(target=contender, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
 
 
 def test_connects_arriving_together_each_get_their_own_transition(app):

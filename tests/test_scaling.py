@@ -47,6 +47,14 @@ def spread(live, connect, minimum=2):
     raise AssertionError(f"connections never reached both workers: {workers(live)}")
 
 
+def spread_agents(live, count, minimum):
+    """Agents for new NVRs until every worker holds one: (their NVRs, the agents)."""
+    nvrs = [live.create_nvr() for _ in range(count)]
+    pending = iter(nvrs)
+    agents = spread(live, lambda: nvr_agent(live, next(pending)["hostname"])[0], minimum)
+    return nvrs[:len(agents)], agents
+
+
 def test_every_dashboard_on_every_worker_gets_each_change_exactly_once(cluster):
     live = cluster()
     dashboards = spread(live, lambda: dashboard(live), minimum=4)
@@ -76,10 +84,7 @@ def test_every_dashboard_on_every_worker_gets_each_change_exactly_once(cluster):
 
 def test_the_newest_connection_wins_across_workers(cluster):
     live = cluster()
-    nvrs = [live.create_nvr() for _ in range(16)]
-    pending = iter(nvrs)
-    firsts = spread(live, lambda: nvr_agent(live, next(pending)["hostname"])[0], minimum=6)
-    held = nvrs[:len(firsts)]
+    held, firsts = spread_agents(live, count=16, minimum=6)
     before = holders(live, held)
 
     # The kernel picks each connection's worker, so a round of newer connections
@@ -117,10 +122,7 @@ def holders(live, nvrs):
 
 def test_deleting_or_rotating_closes_the_socket_wherever_it_is(cluster):
     live = cluster()
-    nvrs = [live.create_nvr() for _ in range(12)]
-    pending = iter(nvrs)
-    agents = spread(live, lambda: nvr_agent(live, next(pending)["hostname"])[0], minimum=8)
-    held = nvrs[:len(agents)]
+    held, agents = spread_agents(live, count=12, minimum=8)
 
     for nvr, agent in list(zip(held, agents))[::2]:
         assert live.api("DELETE", f"/api/nvrs/{nvr['id']}").status_code == 204

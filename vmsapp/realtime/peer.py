@@ -14,6 +14,9 @@ import logging
 import threading
 import time
 
+from gevent import get_hub, monkey
+from gevent.socket import cancel_wait
+from gevent.socket import wait as wait_on_watcher
 from simple_websocket import ConnectionClosed
 from wsproto.connection import ConnectionState
 from wsproto.events import Ping, TextMessage
@@ -49,10 +52,6 @@ class NoReader:
 
 def reader_class():
     """``NoReader`` in a gevent worker, ``ReaderThread`` anywhere else."""
-    try:
-        from gevent import monkey
-    except ImportError:
-        return ReaderThread
     return NoReader if monkey.is_module_patched("socket") else ReaderThread
 
 
@@ -91,8 +90,6 @@ class Peer:
             # closed the socket already: receive() will say so.
             self._drop()
         if isinstance(ws.thread, NoReader) and ws.connected:
-            from gevent import get_hub
-
             self._readable = get_hub().loop.io(ws.sock.fileno(), 1)
             self._next_ping = time.monotonic() + (ws.ping_interval or 0)
         # Route the reader thread's writes (pongs, close replies) through the lock too.
@@ -109,8 +106,6 @@ class Peer:
         return self._receive_inline(timeout)
 
     def _receive_inline(self, timeout):
-        from gevent.socket import wait
-
         ws = self.ws
         deadline = time.monotonic() + timeout
         while not ws.input_buffer:
@@ -124,19 +119,28 @@ class Peer:
                     continue
                 wake = min(wake, self._next_ping)
             try:
-                wait(self._readable, timeout=max(0.0, wake - now), timeout_exc=_Timeout)
-            except _Timeout:
-                if time.monotonic() >= deadline:
-                    return None
-                continue
+                readable = self._wait_readable(wake - now)
             except (ConnectionClosed, OSError):
                 continue  # close() woke us: the loop sees the peer is gone
-            self._read_available()
+            if readable:
+                self._read_available()
+            elif time.monotonic() >= deadline:
+                return None
         return ws.input_buffer.pop(0)
+
+    def _wait_readable(self, timeout):
+        """Whether the socket became readable within ``timeout``; raises what
+        ``close()`` throws in to wake us."""
+        try:
+            wait_on_watcher(self._readable, timeout=max(0.0, timeout), timeout_exc=_Timeout)
+            return True
+        except _Timeout:
+            return False
 
     def _read_available(self):
         """Feed what the socket holds to simple-websocket's protocol handling
-        (messages to the input buffer; pongs and close replies written)."""
+        (messages to the input buffer; pongs and close replies written).
+        False when the connection is gone."""
         ws = self.ws
         try:
             data = ws.sock.recv(ws.receive_bytes)
@@ -144,8 +148,10 @@ class Peer:
                 raise OSError("connection closed by peer")
             ws.ws.receive_data(data)
             ws.connected = ws._handle_events()
+            return True
         except (OSError, LocalProtocolError):
             self._drop()
+            return False
 
     def _ping(self, now):
         """What simple-websocket's reader does every ``ping_interval``: close a
@@ -164,13 +170,7 @@ class Peer:
 
     def send(self, text):
         """Send one frame; raises ConnectionClosed when the peer is gone."""
-        with self._lock:
-            try:
-                self.ws.send(text)
-            except (OSError, LocalProtocolError) as error:
-                # LocalProtocolError: another thread closed the socket meanwhile.
-                self._drop()
-                raise ConnectionClosed(1006, str(error)) from None
+        self.send_all((text,))
 
     def send_all(self, texts):
         """Send several frames in one write (a dashboard catching up);
@@ -182,6 +182,7 @@ class Peer:
             try:
                 ws.sock.send(b"".join(ws.ws.send(TextMessage(data=text)) for text in texts))
             except (OSError, LocalProtocolError) as error:
+                # LocalProtocolError: another thread closed the socket meanwhile.
                 self._drop()
                 raise ConnectionClosed(1006, str(error)) from None
 
@@ -205,22 +206,14 @@ class Peer:
         if self._readable is None:
             ws.thread.join(timeout)  # the reader thread ends on the peer's close frame
             return
-        from gevent.socket import wait
-
         deadline = time.monotonic() + timeout
         while ws.ws.state is not ConnectionState.CLOSED:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
             try:
-                wait(self._readable, timeout=remaining, timeout_exc=_Timeout)
-                data = ws.sock.recv(ws.receive_bytes)
-                if not data:
+                if not self._wait_readable(deadline - time.monotonic()):
                     return
-                ws.ws.receive_data(data)
-                for _ in ws.ws.events():
-                    pass
-            except (_Timeout, ConnectionClosed, OSError, LocalProtocolError):
+            except (ConnectionClosed, OSError):
+                return
+            if not self._read_available():
                 return
 
     def _drop(self):
@@ -231,6 +224,4 @@ class Peer:
         """Wake the connection's thread if it waits in receive()."""
         self.ws.event.set()
         if self._readable is not None:
-            from gevent.socket import cancel_wait
-
             cancel_wait(self._readable, ConnectionClosed(self.ws.close_reason))
