@@ -1,9 +1,11 @@
 """Flat combining of concurrent writes (vmsapp.batching), below the database."""
 
+import subprocess
+import sys
 import threading
 
 import pytest
-from support import wait_until
+from support import ROOT, wait_until
 
 from vmsapp.batching import Combiner
 
@@ -110,3 +112,25 @@ def test_a_batch_holds_at_most_its_limit():
     write.release(threads)
 
     assert [len(batch) for batch in write.batches] == [1, 2, 2, 1]
+
+
+# Under gevent a write to SQLite never yields: without the leader's yield, each
+# greenlet would find the previous batch done and write alone.
+GEVENT_SUBMITTERS = """
+from gevent import monkey
+monkey.patch_all()
+import gevent
+from vmsapp.batching import Combiner
+
+batches = []
+combiner = Combiner(lambda batch: batches.append(len(batch)) or [None] * len(batch))
+gevent.joinall([gevent.spawn(combiner.submit, n) for n in range(20)])
+print(batches)
+"""
+
+
+def test_under_gevent_requests_made_together_share_one_batch():
+    result = subprocess.run([sys.executable, "-c", GEVENT_SUBMITTERS], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[20]"

@@ -1,16 +1,21 @@
 """Flat combining: concurrent callers share one database transaction.
 
-A caller that finds no batch being written writes its own request at once. Callers
-arriving meanwhile wait; when the batch is done, the first of them writes all that
-waited, together. No thread of its own and no added delay for a lone caller, while a
-reconnect storm costs the database a handful of transactions instead of one per agent
+A caller that finds no batch being written writes its own request, and whatever
+else arrives while it yields once to the threads ready to run. Callers arriving
+meanwhile wait; when the batch is done, the first of them writes all that waited,
+together. No thread of its own and no added delay for a lone caller, while a
+reconnect storm costs the database a handful of statements instead of one per agent
 (BENCHMARKS.md)."""
 
 import threading
+import time
+
+from flask import current_app
 
 # Requests per transaction at most: bounds its length, and its statements'
 # parameters (SQLite allows 32,766).
 BATCH_LIMIT = 1000
+COMBINERS_KEY = "vmsapp.combiners"
 
 
 class _Request:
@@ -55,6 +60,10 @@ class Combiner:
         return request.result
 
     def _write_next_batch(self):
+        # Yield once, so requests that are ready to be made join this batch:
+        # under gevent, with SQLite (which never yields), nothing else would
+        # run until the write is done, and every batch would hold one request.
+        time.sleep(0)
         with self._lock:
             batch, later, keys = [], [], set()
             for request in self._waiting:
@@ -84,3 +93,12 @@ class Combiner:
                     self._writing = False
             for request in batch:
                 request.done.set()
+
+
+def shared_combiner(name, write, key=None):
+    """The app's one ``Combiner`` called ``name``, made on first use."""
+    combiners = current_app.extensions.setdefault(COMBINERS_KEY, {})
+    combiner = combiners.get(name)
+    if combiner is None:
+        combiner = combiners.setdefault(name, Combiner(write, key=key))
+    return combiner

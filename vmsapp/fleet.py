@@ -1,11 +1,14 @@
 """NVRs and cameras as admins manage them: queries and changes, each change
 published to dashboards after its commit. Status changes live in ``presence``."""
 
+from collections import defaultdict
+from typing import NamedTuple
+
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload
 
 from . import credentials
+from .batching import shared_combiner
 from .errors import ApiError
 from .extensions import db
 from .models import OFFLINE, ONLINE, Camera, Nvr, StatusEvent
@@ -13,13 +16,61 @@ from .realtime import protocol
 from .realtime.bus import current_bus
 
 
-def find_nvr_by_hostname(hostname, with_cameras=False):
-    """The NVR with this hostname, whatever its case, or None; ``with_cameras``
-    loads its cameras in the same query (an agent's auth needs them)."""
-    query = sa.select(Nvr).where(sa.func.lower(Nvr.hostname) == hostname.lower())
-    if with_cameras:
-        query = query.options(joinedload(Nvr.cameras))
-    return db.session.execute(query).unique().scalar_one_or_none()
+def find_nvr_by_hostname(hostname):
+    """The NVR with this hostname, whatever its case, or None."""
+    return db.session.execute(
+        sa.select(Nvr).where(sa.func.lower(Nvr.hostname) == hostname.lower())).scalar_one_or_none()
+
+
+class AgentCamera(NamedTuple):
+    id: int
+    name: str
+    channel: int | None
+
+
+class AgentNvr(NamedTuple):
+    """What an agent's authentication needs of its NVR; its ``AgentCamera``
+    list is ordered by id."""
+
+    id: int
+    hostname: str
+    name: str
+    token_hash: str | None
+    cameras: list
+
+
+def find_agent_nvr(hostname):
+    """The ``AgentNvr`` with this hostname, whatever its case, or None.
+
+    Lookups arriving together share one query: a site reconnecting at once
+    costs a few queries, not one per agent (``batching``)."""
+    return shared_combiner("agent_lookup", _find_agent_nvrs).submit(hostname.lower())
+
+
+def _find_agent_nvrs(batch):
+    """One ``AgentNvr`` or None per ``(lowercased hostname,)`` of ``batch``."""
+    nvrs, cameras = Nvr.__table__, Camera.__table__
+    wanted = sorted({hostname for hostname, in batch})
+    try:
+        rows = db.session.execute(
+            sa.select(nvrs.c.id, nvrs.c.hostname, nvrs.c.name, nvrs.c.token_hash,
+                      cameras.c.id.label("camera_id"), cameras.c.name.label("camera_name"),
+                      cameras.c.channel)
+            .outerjoin(cameras, cameras.c.nvr_id == nvrs.c.id)
+            .where(sa.func.lower(nvrs.c.hostname).in_(wanted))
+            .order_by(nvrs.c.id, cameras.c.id)).all()
+    finally:
+        db.session.close()  # a read: nothing to keep the connection for
+    found = {}
+    own_cameras = defaultdict(list)
+    for row in rows:
+        found.setdefault(row.hostname.lower(), row)
+        if row.camera_id is not None:
+            own_cameras[row.id].append(AgentCamera(row.camera_id, row.camera_name, row.channel))
+    agents = {hostname: AgentNvr(row.id, row.hostname, row.name, row.token_hash,
+                                 own_cameras[row.id])
+              for hostname, row in found.items()}
+    return [agents.get(hostname) for hostname, in batch]
 
 
 def get_nvr(nvr_id):

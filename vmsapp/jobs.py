@@ -3,10 +3,9 @@ call it directly; ``runtime`` schedules them in the web process."""
 
 import logging
 
-import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import presence
+from . import bulk, presence
 from .clock import now
 from .extensions import db
 from .models import Nvr
@@ -48,14 +47,9 @@ def flush_last_seen(app):
         seen = current_registry().take_last_seen()
         if not seen:
             return 0
-        nvrs = Nvr.__table__
-        # A Core executemany: an NVR deleted since its heartbeat matches no row,
-        # which must not fail the whole batch (the ORM's bulk update would).
-        statement = (sa.update(nvrs).where(nvrs.c.id == sa.bindparam("nvr_id"))
-                     .values(last_seen=sa.bindparam("seen")))
         try:
-            db.session.execute(statement, [{"nvr_id": nvr_id, "seen": last_seen}
-                                           for nvr_id, last_seen in seen.items()])
+            bulk.update_by_id(db.session.connection(), Nvr.__table__,
+                              [{"id": nvr_id, "last_seen": at} for nvr_id, at in seen.items()])
             db.session.commit()
         except SQLAlchemyError:
             db.session.rollback()

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from flask import current_app
 
-from .batching import Combiner
+from . import bulk
+from .batching import shared_combiner
 from .extensions import db
 from .models import OFFLINE, ONLINE, Camera, Nvr, StatusEvent
 from .realtime import protocol
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 NVRS = Nvr.__table__
 CAMERAS = Camera.__table__
 EVENTS = StatusEvent.__table__
-COMBINERS_KEY = "vmsapp.presence_combiners"
 # NVR ids per IN (...) list: SQLite allows 32,766 parameters a statement.
 IN_CHUNK = 1000
 
@@ -69,7 +68,7 @@ def connect(nvr_id, connection_id, now):
     The claim comes first, in the same transaction: from then on the close of
     any older connection no longer matches and cannot mark the NVR offline.
     Connects arriving together share one transaction (``batching``)."""
-    return _combiner("connect", _connect_all).submit(nvr_id, connection_id, now)
+    return shared_combiner("connect", _connect_all, _by_nvr).submit(nvr_id, connection_id, now)
 
 
 def disconnect(nvr_id, connection_id, reason, now):
@@ -77,27 +76,22 @@ def disconnect(nvr_id, connection_id, reason, now):
 
     ``reason`` is ``disconnected`` (the socket closed) or ``stale`` (it fell
     silent). Disconnects arriving together share one transaction."""
-    return _combiner("disconnect", _disconnect_all).submit(nvr_id, connection_id, reason, now)
+    return shared_combiner("disconnect", _disconnect_all, _by_nvr).submit(
+        nvr_id, connection_id, reason, now)
 
 
-def _combiner(name, write):
-    combiners = current_app.extensions.setdefault(COMBINERS_KEY, {})
-    combiner = combiners.get(name)
-    if combiner is None:
-        # One request per NVR in a batch: each is a compare-and-set of its own.
-        combiner = combiners.setdefault(name, Combiner(write, key=lambda args: args[0]))
-    return combiner
+def _by_nvr(args):
+    """One request per NVR in a batch: each is a compare-and-set of its own."""
+    return args[0]
 
 
 def _connect_all(batch):
     """Connects of distinct NVRs, ``(nvr_id, connection_id, now)`` each, in one
     transaction; the transition of each, or None."""
     with _transaction():
-        db.session.execute(
-            sa.update(NVRS).where(NVRS.c.id == sa.bindparam("b_id"))
-            .values(connection_id=sa.bindparam("b_connection"), last_seen=sa.bindparam("b_now")),
-            [{"b_id": nvr_id, "b_connection": connection, "b_now": now}
-             for nvr_id, connection, now in batch])
+        bulk.update_by_id(db.session.connection(), NVRS,
+                          [{"id": nvr_id, "connection_id": connection, "last_seen": now}
+                           for nvr_id, connection, now in batch])
         # The claims above lock these rows until the commit: the connection
         # ids are ours, so the status can move on the ids alone.
         transitions = _move_nvrs([NVRS.c.id.in_([nvr_id for nvr_id, _, _ in batch])],
@@ -244,9 +238,8 @@ def _event(nvr_id, camera_id, previous, status, reason, now):
 
 
 def _record(events):
-    """Insert the event rows in one statement (executemany)."""
-    if events:
-        db.session.execute(sa.insert(EVENTS), events)
+    """Insert the event rows in one statement."""
+    bulk.insert(db.session.connection(), EVENTS, events)
 
 
 def _announce(transitions):

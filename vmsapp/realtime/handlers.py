@@ -38,7 +38,7 @@ def handle_auth(peer, fields):
         refuse(peer, "too_many_attempts", "Too many failed attempts; wait a minute.")
         return None
     hostname = fields["hostname"]
-    nvr = fleet.find_nvr_by_hostname(hostname, with_cameras=True)
+    nvr = fleet.find_agent_nvr(hostname)
     if nvr is None:
         refuse_credentials(peer, "invalid_hostname", "No NVR is registered with this hostname.",
                            f"hostname {hostname[:100]!r}")
@@ -48,11 +48,8 @@ def handle_auth(peer, fields):
         refuse_credentials(peer, "invalid_token", "Wrong or missing token for this NVR.",
                            f"nvr {nvr.hostname}")
         return None
-    # Built before the commit below expires the loaded objects.
     reply = protocol.auth_ok(nvr, nvr.cameras, current_app.config["VMS_HEARTBEAT_INTERVAL"])
     session = NvrSession(peer, nvr.id, nvr.hostname, now)
-    # The read is over: a connect waiting for its batch holds no database connection.
-    db.session.close()
     transition = presence.connect(session.nvr_id, session.connection_id, now)
     current_registry().add_nvr(session)
     # Newest wins (rule 3): our claim is committed, so older connections'
