@@ -50,7 +50,7 @@ from pathlib import Path
 
 from .bench_clients import AUTH_TIMEOUT, OPEN_TIMEOUT, cpu_seconds
 from .bench_fleet import Fleet, RestClient
-from .bench_monitor import MachineCpu, ProcessTreeMonitor, machine_info
+from .bench_monitor import MachineCpu, ProcessTreeMonitor, machine_info, python_speed
 from .bench_pool import ClientPool
 from .bench_report import Report
 from .bench_server import BenchDatabase, ServerProcess, database_kind, make_probe
@@ -99,6 +99,7 @@ class Benchmark:
         self.started_at = datetime.now(timezone.utc)
         self.origin = now()
         self.load_at_start = os.getloadavg()
+        self.python_speed_ms = python_speed()
         self.workdir = None  # the started server's database file and log
         self.database = None
         self.server = None
@@ -431,7 +432,8 @@ class Benchmark:
                           log=str(self.server.log_path), exit_code=self.server.process.returncode,
                           log_counts=self.server.log_counts())
         kind = self.database.kind if self.database else database_kind(self.args.database_url)
-        machine = {**machine_info(), "load_average_at_start": self.load_at_start,
+        machine = {**machine_info(), "python_loop_ms": self.python_speed_ms,
+                   "load_average_at_start": self.load_at_start,
                    "load_average_at_end": os.getloadavg()}
         return {"started_at": self.started_at.isoformat().replace("+00:00", "Z"),
                 "command": " ".join(sys.argv), "machine": machine, "server": server,

@@ -175,3 +175,17 @@ def machine_info():
     return {"nproc": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(),
             "cpu_model": model, "memory_bytes": memory, "python": sys.version.split()[0],
             "platform": platform.platform(), "hostname": platform.node()}
+
+
+def python_speed(rounds=3):
+    """Milliseconds one core takes for a fixed pure-Python loop, best of
+    ``rounds``: figures taken on machines of different speed compare through it."""
+    best = None
+    for _ in range(rounds):
+        start = time.perf_counter()
+        total = 0
+        for number in range(1_000_000):
+            total += number % 7
+        elapsed = time.perf_counter() - start
+        best = elapsed if best is None else min(best, elapsed)
+    return round(best * 1000, 1)

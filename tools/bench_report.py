@@ -221,6 +221,9 @@ class Report:
         add("client event-loop lag (steady)", f"p99 {p99:.1f} / max {worst:.1f} ms; "
             f"longest GC pause {longest:.1f} ms", f"p99 ≤ {LOOP_LAG_P99_MS:g} ms",
             WARN if p99 > LOOP_LAG_P99_MS else OK)
+        speed = self.context["machine"].get("python_loop_ms")
+        if speed is not None:
+            add("machine speed", f"{speed:g} ms for the reference Python loop (lower is faster)")
         busy = client.get("machine_busy_cores_steady")
         if busy is not None:
             add("machine CPU busy (steady)",
