@@ -34,6 +34,18 @@ def positive(name, default, environ=os.environ):
     return value
 
 
+def flag(name, default, environ=os.environ):
+    """A yes/no setting: 1/true/yes/on or 0/false/no/off, any case."""
+    raw = (environ.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {environ.get(name)!r}")
+
+
 def engine_options(url, pool_size):
     """Pool and per-driver options: a busy timeout for SQLite (WAL is set per
     connection in ``vmsapp.database``), a sized pool with pre-ping for PostgreSQL."""
@@ -74,6 +86,11 @@ class Config:
         self.VMS_REDIS_PREFIX = environ.get("VMS_REDIS_PREFIX", "vmsapp")
         # Request bodies over 1 MiB are refused with 413 (SPEC §5).
         self.MAX_CONTENT_LENGTH = 1024 * 1024
+        # permessage-deflate for /ws peers that offer it. Off by default, as in
+        # Node's ws server: each compressing peer holds zlib state for the life of
+        # its socket, which at fleet scale outweighs the few bytes saved on
+        # heartbeats (BENCHMARKS.md).
+        self.VMS_WS_COMPRESSION = flag("VMS_WS_COMPRESSION", False, environ)
         self.SOCK_SERVER_OPTIONS = {
             # 64 KiB frames at most (SPEC §4 rule 2): larger ones close with 1009.
             "max_message_size": 64 * 1024,

@@ -63,6 +63,21 @@ def test_agents_authenticating_together_each_get_their_own_nvr(server):
         client.close()
 
 
+@pytest.mark.parametrize("own_database_url", ["sqlite"], indirect=True)  # not storage
+def test_sockets_are_uncompressed_unless_compression_is_turned_on(make_server):
+    """Clients (websockets, browsers) offer permessage-deflate; it is accepted
+    only with VMS_WS_COMPRESSION on."""
+    for setting, compressed in (({}, False), ({"VMS_WS_COMPRESSION": "true"}, True)):
+        live = make_server(**setting)
+        agent, _ = nvr_agent(live, live.create_nvr()["hostname"])
+        offered = agent.ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+        assert ("permessage-deflate" in offered) is compressed
+        agent.send({"type": "heartbeat"})
+        agent.expect_type("heartbeat_ack")
+        agent.close()
+        live.stop()
+
+
 def test_it_refuses_an_unknown_hostname_with_1008(server):
     client = Client(server.ws_url)
     client.send({"type": "auth", "hostname": unique("nobody")})

@@ -51,16 +51,16 @@ def _find_agent_nvrs(batch):
     """One ``AgentNvr`` or None per ``(lowercased hostname,)`` of ``batch``."""
     nvrs, cameras = Nvr.__table__, Camera.__table__
     wanted = sorted({hostname for hostname, in batch})
-    try:
-        rows = db.session.execute(
+    # A connection of its own, not the session of whichever caller writes the
+    # batch: the read is over, and the connection back in the pool, at once.
+    with db.engine.connect() as connection:
+        rows = connection.execute(
             sa.select(nvrs.c.id, nvrs.c.hostname, nvrs.c.name, nvrs.c.token_hash,
                       cameras.c.id.label("camera_id"), cameras.c.name.label("camera_name"),
                       cameras.c.channel)
             .outerjoin(cameras, cameras.c.nvr_id == nvrs.c.id)
             .where(sa.func.lower(nvrs.c.hostname).in_(wanted))
             .order_by(nvrs.c.id, cameras.c.id)).all()
-    finally:
-        db.session.close()  # a read: nothing to keep the connection for
     found = {}
     own_cameras = defaultdict(list)
     for row in rows:

@@ -40,6 +40,14 @@ def refuse_while_stopping():
         raise ApiError(503, "The server is restarting; reconnect shortly.")
 
 
+@bp.before_request
+def decline_compression():
+    """Unless VMS_WS_COMPRESSION is on, the handshake never sees the peer's
+    offer of permessage-deflate, so the socket is set up uncompressed."""
+    if not current_app.config["VMS_WS_COMPRESSION"]:
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+
+
 @sock.route("/ws", bp=bp)
 def websocket(ws):
     # Non-browser clients may send their credential in the upgrade request.
