@@ -11,6 +11,11 @@ import pytest
 import requests
 from support import dashboard, free_port, nvr_agent, unique, wait_until
 
+from vmsapp.realtime import protocol
+from vmsapp.realtime.redis_bus import RedisBus
+from vmsapp.realtime.registry import Registry
+from vmsapp.realtime.sessions import DashboardSession
+
 WORKERS = 2
 
 
@@ -260,3 +265,45 @@ def test_nvrs_keep_working_while_redis_is_away_and_dashboards_resync_after(clust
     wait_until(lambda: live.log().count("a fresh snapshot") >= WORKERS,
                message="the recovery in the log")
     agent.close()
+
+
+def drain_until(watcher, count):
+    """What ``watcher`` was sent, once it holds ``count`` messages."""
+    received = []
+    wait_until(lambda: received.extend(watcher.take(0)) or len(received) >= count,
+               message=f"{count} broadcasts")
+    return received + watcher.take(0)
+
+
+def test_a_burst_of_broadcasts_reaches_the_other_workers_dashboards_whole_and_in_order(
+        redis_url):
+    """The publisher sends what has queued up in one pipeline: nothing lost,
+    nothing reordered, nothing echoed back to the sender."""
+    prefix = unique("vmsapp-test-burst")
+    buses, watchers = [], []
+    for _ in range(2):
+        registry = Registry()
+        watcher = DashboardSession(peer=None)
+        registry.add_dashboard(watcher)
+        bus = RedisBus(registry, redis_url, prefix=prefix)
+        bus.start()
+        buses.append(bus)
+        watchers.append(watcher)
+    sender, receiver = buses
+    try:
+        wait_until(lambda: sender.redis.pubsub_numsub(sender.channel)[0][1] == 2,
+                   message="both listeners subscribed")
+        messages = [{"type": "marker", "n": n} for n in range(2000)]
+        for message in messages:
+            sender.publish(message)
+        sent = [protocol.encode(message) for message in messages]
+
+        at_receiver = drain_until(watchers[1], len(sent))
+        assert at_receiver == sent
+        # The receiver's answer reaches the sender after any echo of its own burst.
+        receiver.publish({"type": "marker", "n": "last"})
+        at_sender = drain_until(watchers[0], len(sent) + 1)
+        assert at_sender == sent + [protocol.encode({"type": "marker", "n": "last"})]
+    finally:
+        for bus in buses:
+            bus.stop()

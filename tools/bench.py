@@ -193,7 +193,8 @@ class Benchmark:
             self.server = ServerProcess(url, self.workdir / "server.log", s, self.key,
                                         workers=args.workers, redis_url=args.redis_url,
                                         log_level=args.server_log_level,
-                                        worker_class=args.worker_class)
+                                        worker_class=args.worker_class,
+                                        compression=args.server_compression)
             self.say("server", f"starting gunicorn ({args.worker_class}) on {self.server.url} "
                      f"({self.database.kind} {self.database.name}); "
                      f"log {self.server.log_path}")
@@ -469,6 +470,10 @@ def parse_args(argv=None):
     where.add_argument("--worker-class", choices=("gevent", "gthread"), default="gevent",
                        help="VMS_WORKER_CLASS for the started server (gevent)")
     where.add_argument("--server-log-level", default="INFO", help="VMS_LOG_LEVEL (INFO)")
+    where.add_argument("--server-compression", action="store_true",
+                       help="VMS_WS_COMPRESSION=true for the started server: it accepts "
+                            "permessage-deflate (dashboards offer it; agents with "
+                            "--agent-compression)")
     where.add_argument("--keep-fleet", action="store_true",
                        help="with --url: leave the bench's NVRs on the server")
     shape = parser.add_argument_group("scenario")
@@ -500,7 +505,8 @@ def parse_args(argv=None):
                         help=f"client processes for the agents (default: one per "
                              f"{AGENTS_PER_PROCESS} agents)")
     client.add_argument("--agent-compression", action="store_true",
-                        help="agents offer permessage-deflate (dashboards always do)")
+                        help="agents offer permessage-deflate (dashboards always do; the "
+                             "server accepts it with VMS_WS_COMPRESSION)")
     client.add_argument("--seed", type=int, default=1, help="picks the silent and disconnecting "
                         "agents and heartbeat phases")
     client.add_argument("--raw", metavar="PATH",

@@ -260,7 +260,7 @@ class Dashboard:
         record = self.record
         record["connect_start"] = now()
         try:
-            # Browsers offer permessage-deflate, and the server accepts it.
+            # Browsers offer permessage-deflate (the server takes it with VMS_WS_COMPRESSION).
             self.ws = await connect(self.worker.ws_url, compression="deflate",
                                     open_timeout=OPEN_TIMEOUT, close_timeout=CLOSE_TIMEOUT,
                                     ping_interval=None, proxy=None, max_size=None,

@@ -95,7 +95,7 @@ class ServerProcess:
     ``gunicorn.conf.py``), on a free port, with the scenario's settings."""
 
     def __init__(self, database_url, log_path, scenario, admin_key, workers=None,
-                 redis_url=None, log_level="INFO", worker_class="gevent"):
+                 redis_url=None, log_level="INFO", worker_class="gevent", compression=False):
         self.database_url = database_url
         self.log_path = Path(log_path)
         self.port = free_port()
@@ -121,6 +121,7 @@ class ServerProcess:
             "VMS_MESSAGE_BURST": f"{2 * rate:g}",
             "VMS_WORKER_CLASS": worker_class,
             "VMS_LOG_LEVEL": log_level,
+            "VMS_WS_COMPRESSION": "true" if compression else "false",
         }
         connections = scenario.nvrs + scenario.dashboards + 64
         if worker_class == "gthread":

@@ -5,7 +5,9 @@ Everything is delivered to this process's own registry first, then published
 for the others; each process skips what it published itself, so every
 dashboard gets every message exactly once. Redis is never waited on by a
 socket thread: publishing goes through a queue and one publisher thread, so
-NVRs keep connecting and heartbeating while Redis is away. Pub/sub replays
+NVRs keep connecting and heartbeating while Redis is away; the publisher sends
+whatever has queued up in one pipeline, one round trip for a burst of connects
+instead of one per message. Pub/sub replays
 nothing, so when the listener gets its subscription back after a gap, every
 dashboard of this process is sent a fresh snapshot."""
 
@@ -31,6 +33,8 @@ COMMAND = "c"
 STATS_PERIOD = 1.0
 STATS_TTL = 4
 OUTBOX_LIMIT = 10_000
+# Messages sent to Redis in one pipeline (one round trip) at most.
+PUBLISH_BATCH = 500
 RETRY_FIRST, RETRY_CAP = 0.2, 5.0
 
 
@@ -102,11 +106,19 @@ class RedisBus:
     def _publisher(self):
         while not self._stopping.is_set():
             try:
-                item = self._outbox.get(timeout=0.5)
+                items = [self._outbox.get(timeout=0.5)]
             except queue.Empty:
                 continue
             try:
-                self.redis.publish(self.channel, item)
+                while len(items) < PUBLISH_BATCH:
+                    items.append(self._outbox.get_nowait())
+            except queue.Empty:
+                pass  # all that was waiting goes in this batch
+            pipeline = self.redis.pipeline(transaction=False)
+            for item in items:
+                pipeline.publish(self.channel, item)
+            try:
+                pipeline.execute()
             except redis.RedisError as error:
                 # Lost for the other processes: their listeners fail too and
                 # resynchronise their dashboards when Redis is back.
