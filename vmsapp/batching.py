@@ -7,6 +7,7 @@ together. No thread of its own and no added delay for a lone caller, while a
 reconnect storm costs the database a handful of statements instead of one per agent
 (BENCHMARKS.md)."""
 
+import queue
 import threading
 import time
 
@@ -102,3 +103,18 @@ def shared_combiner(name, write, key=None):
     if combiner is None:
         combiner = combiners.setdefault(name, Combiner(write, key=key))
     return combiner
+
+
+def take_batch(source, timeout, limit):
+    """Up to ``limit`` items of the queue ``source``: the first waited for up
+    to ``timeout``, the rest only if already there; an empty list when none came."""
+    try:
+        batch = [source.get(timeout=timeout)]
+    except queue.Empty:
+        return []
+    try:
+        while len(batch) < limit:
+            batch.append(source.get_nowait())
+    except queue.Empty:
+        pass  # all that was waiting is in the batch
+    return batch

@@ -18,8 +18,7 @@ from .realtime.bus import current_bus
 
 def find_nvr_by_hostname(hostname):
     """The NVR with this hostname, whatever its case, or None."""
-    return db.session.execute(
-        sa.select(Nvr).where(sa.func.lower(Nvr.hostname) == hostname.lower())).scalar_one_or_none()
+    return db.session.scalar(sa.select(Nvr).where(sa.func.lower(Nvr.hostname) == hostname.lower()))
 
 
 class AgentCamera(NamedTuple):

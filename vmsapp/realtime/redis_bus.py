@@ -20,6 +20,7 @@ import uuid
 
 import redis
 
+from ..batching import take_batch
 from ..clock import isoformat, now
 from . import protocol
 
@@ -105,15 +106,9 @@ class RedisBus:
 
     def _publisher(self):
         while not self._stopping.is_set():
-            try:
-                items = [self._outbox.get(timeout=0.5)]
-            except queue.Empty:
+            items = take_batch(self._outbox, 0.5, PUBLISH_BATCH)
+            if not items:
                 continue
-            try:
-                while len(items) < PUBLISH_BATCH:
-                    items.append(self._outbox.get_nowait())
-            except queue.Empty:
-                pass  # all that was waiting goes in this batch
             pipeline = self.redis.pipeline(transaction=False)
             for item in items:
                 pipeline.publish(self.channel, item)

@@ -4,6 +4,8 @@ import queue
 import time
 import uuid
 
+from ..batching import take_batch
+
 # Messages waiting for one dashboard; a dashboard this far behind is dropped
 # rather than slowing everyone else down.
 DASHBOARD_BACKLOG = 10_000
@@ -51,16 +53,7 @@ class DashboardSession:
     def take(self, timeout):
         """The messages waiting (at most ``DASHBOARD_BATCH``), after waiting up
         to ``timeout`` for the first; an empty list when none came."""
-        try:
-            batch = [self.outbox.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        try:
-            while len(batch) < DASHBOARD_BATCH:
-                batch.append(self.outbox.get_nowait())
-        except queue.Empty:
-            pass
-        return batch
+        return take_batch(self.outbox, timeout, DASHBOARD_BATCH)
 
     def request_snapshot(self):
         """Ask the dashboard's thread to send a fresh snapshot: broadcasts may
