@@ -98,7 +98,7 @@ def send_snapshot(peer):
 def handle_heartbeat(session, fields):
     """``heartbeat``: acknowledge; apply camera reports when there are any."""
     now = session.last_seen
-    session.peer.send(protocol.encode(protocol.heartbeat_ack(now)))
+    session.peer.send(protocol.encoded_heartbeat_ack(now))
     reports = fields.get("cameras")
     if reports:
         _, unknown = presence.report_cameras(

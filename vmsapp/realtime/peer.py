@@ -11,6 +11,7 @@ reader cost one more greenlet switch, an event and a selector per frame, about
 a third of a heartbeat's CPU (BENCHMARKS.md)."""
 
 import logging
+import math
 import threading
 import time
 
@@ -67,8 +68,14 @@ class _SerializedSocket:
         self._lock = lock
 
     def send(self, data):
+        """All of ``data``, as ``sendall``: simple-websocket expects that."""
         with self._lock:
-            return self._sock.sendall(data) or len(data)
+            # One send() takes a small frame whole; gevent's sendall first
+            # asks the kernel for its buffer size, a system call per frame.
+            sent = self._sock.send(data)
+            if sent < len(data):
+                self._sock.sendall(memoryview(data)[sent:])
+            return len(data)
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
@@ -83,6 +90,8 @@ class Peer:
         self.bearer = bearer  # a credential from the upgrade's Authorization header
         self._lock = threading.RLock()
         self._readable = None  # under gevent: the socket's read watcher (see receive)
+        self._timer = None  # under gevent: wakes receive at a deadline (see _wait_readable)
+        self._timer_at = math.inf
         try:
             ws.sock.settimeout(SEND_TIMEOUT)
         except OSError:
@@ -92,6 +101,7 @@ class Peer:
         if isinstance(ws.thread, NoReader) and ws.connected:
             self._readable = get_hub().loop.io(ws.sock.fileno(), 1)
             self._next_ping = time.monotonic() + (ws.ping_interval or 0)
+        self._sock = ws.sock  # the inline reader skips _SerializedSocket's __getattr__ detour
         # Route the reader thread's writes (pongs, close replies) through the lock too.
         ws.sock = _SerializedSocket(ws.sock, self._lock)
 
@@ -130,12 +140,40 @@ class Peer:
 
     def _wait_readable(self, timeout):
         """Whether the socket became readable within ``timeout``; raises what
-        ``close()`` throws in to wake us."""
-        try:
-            wait_on_watcher(self._readable, timeout=max(0.0, timeout), timeout_exc=_Timeout)
-            return True
-        except _Timeout:
-            return False
+        ``close()`` throws in to wake us.
+
+        One timer per peer, armed only when the deadline comes earlier than
+        the one it is armed for: an agent's deadline moves later with every
+        message, and a timer per wait was a tenth of a heartbeat's CPU. A
+        timer armed for an older, earlier deadline wakes us early; we wait on."""
+        at = time.monotonic() + max(0.0, timeout)
+        while True:
+            if at < self._timer_at:
+                self._arm_timer(at)
+            try:
+                wait_on_watcher(self._readable)
+                return True
+            except _Timeout:
+                if time.monotonic() >= at:
+                    return False
+
+    def _arm_timer(self, at):
+        self._stop_timer()
+        self._timer = get_hub().loop.timer(max(0.0, at - time.monotonic()), ref=False)
+        self._timer.start(self._on_timer)
+        self._timer_at = at
+
+    def _on_timer(self):
+        """In the hub: wake the connection's greenlet if it is waiting in
+        ``_wait_readable`` (a no-op otherwise)."""
+        self._timer_at = math.inf
+        cancel_wait(self._readable, _Timeout())
+
+    def _stop_timer(self):
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        self._timer_at = math.inf
 
     def _read_available(self):
         """Feed what the socket holds to simple-websocket's protocol handling
@@ -143,7 +181,7 @@ class Peer:
         False when the connection is gone."""
         ws = self.ws
         try:
-            data = ws.sock.recv(ws.receive_bytes)
+            data = self._sock.recv(ws.receive_bytes)
             if not data:
                 raise OSError("connection closed by peer")
             ws.ws.receive_data(data)
@@ -152,6 +190,12 @@ class Peer:
         except (OSError, LocalProtocolError):
             self._drop()
             return False
+
+    def stop_pinging(self):
+        """Send no more pings: for a peer that shows it is alive on its own and
+        whose silence the server watches. Only the inline reader (gevent) can
+        stop; simple-websocket's reader thread keeps its own schedule."""
+        self.ws.ping_interval = None
 
     def _ping(self, now):
         """What simple-websocket's reader does every ``ping_interval``: close a
@@ -199,7 +243,13 @@ class Peer:
     def finish_close(self, timeout):
         """Once closed by the server, wait up to ``timeout`` for the peer's close
         frame (what RFC 6455 asks before the TCP connection goes), reading and
-        discarding whatever it still sends."""
+        discarding whatever it still sends. The peer's last call."""
+        try:
+            self._await_close_frame(timeout)
+        finally:
+            self._stop_timer()
+
+    def _await_close_frame(self, timeout):
         ws = self.ws
         if ws.connected or ws.close_reason != CloseReason.NO_STATUS_RCVD:
             return  # still open (flask-sock closes it), or the peer closed first
