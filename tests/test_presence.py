@@ -162,21 +162,25 @@ def test_connects_arriving_together_each_get_their_own_transition(app):
     with app.app_context():
         nvrs = [make_nvr(cameras=2, hostname=f"nvr-{i}") for i in range(12)]
     results = {}
+    # Each its own moment: a batch must not give one connect another's time.
+    moments = [now() + timedelta(seconds=index) for index in range(len(nvrs))]
 
     def connect(index):
         nvr_id, _ = nvrs[index]
-        results[nvr_id] = presence.connect(nvr_id, f"c{index}", now())
+        results[nvr_id] = presence.connect(nvr_id, f"c{index}", moments[index])
 
     assert race(app, len(nvrs), connect) == []
     with app.app_context():
         for index, (nvr_id, camera_ids) in enumerate(nvrs):
             transition = results[nvr_id]
-            assert (transition.nvr_id, transition.camera_ids) == (nvr_id, camera_ids)
+            assert (transition.nvr_id, transition.camera_ids, transition.at) == (
+                nvr_id, camera_ids, moments[index])
             row = nvr_row(nvr_id)
-            assert (row.status, row.status_version, row.connection_id) == (
-                "online", 1, f"c{index}")
-            assert [(e.camera_id, e.to_status) for e in events(nvr_id)] == [
-                (None, "online")] + [(c, "online") for c in camera_ids]
+            assert (row.status, row.status_version, row.connection_id, row.last_seen) == (
+                "online", 1, f"c{index}", moments[index])
+            assert [(e.camera_id, e.to_status, e.at) for e in events(nvr_id)] == [
+                (None, "online", moments[index])] + [
+                (c, "online", moments[index]) for c in camera_ids]
 
 
 def test_connects_of_one_nvr_arriving_together_make_one_transition(app):

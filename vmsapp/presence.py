@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from . import bulk
 from .batching import shared_combiner
 from .extensions import db
-from .models import OFFLINE, ONLINE, Camera, Nvr, StatusEvent
+from .models import OFFLINE, ONLINE, Camera, Nvr, StatusEvent, UtcDateTime
 from .realtime import protocol
 from .realtime.bus import current_bus
 
@@ -200,12 +200,13 @@ def _transaction():
 def _move_nvrs(conditions, previous, status, reason, at):
     """Move the matching NVRs, and their cameras, from ``previous`` to
     ``status``, with the event rows; ``at`` is a time, or one per NVR id."""
+    if db.session.connection().dialect.name == "postgresql":
+        return _move_nvrs_in_one_statement(conditions, previous, status, reason, at)
     rows = db.session.execute(
         sa.update(NVRS)
         .where(NVRS.c.status == previous, *conditions)
         .values(status=status, status_version=NVRS.c.status_version + 1)
-        .returning(NVRS.c.id, NVRS.c.hostname, NVRS.c.name, NVRS.c.status_version,
-                   NVRS.c.last_seen)).all()
+        .returning(*MOVED_COLUMNS)).all()
     cameras = defaultdict(list)
     ids = [row.id for row in rows]
     for start in range(0, len(ids), IN_CHUNK):
@@ -216,20 +217,70 @@ def _move_nvrs(conditions, previous, status, reason, at):
                 .values(status=status)
                 .returning(CAMERAS.c.id, CAMERAS.c.nvr_id)):
             cameras[nvr_id].append(camera_id)
-    transitions = []
-    events = []
-    for row in rows:
-        moment = at[row.id] if isinstance(at, dict) else at
-        camera_ids = sorted(cameras[row.id])
-        events.append(_event(row.id, None, previous, status, reason, moment))
-        events.extend(_event(row.id, camera_id, previous, status, reason, moment)
-                      for camera_id in camera_ids)
-        transitions.append(NvrTransition(
-            nvr_id=row.id, hostname=row.hostname, name=row.name, status=status,
-            previous_status=previous, reason=reason, status_version=row.status_version,
-            last_seen=row.last_seen, at=moment, camera_ids=camera_ids))
-    _record(events)
+    transitions = [_transition(row, sorted(cameras[row.id]), previous, status, reason, at)
+                   for row in rows]
+    _record([event for transition in transitions for event in _events_of(transition)])
     return transitions
+
+
+def _move_nvrs_in_one_statement(conditions, previous, status, reason, at):
+    """``_move_nvrs`` as one PostgreSQL statement (data-modifying CTEs): one
+    round trip instead of three. Under a reconnect storm each round trip waits
+    for the event loop's turn, so round trips, not the database, set the pace."""
+    if isinstance(at, dict):
+        moments = sa.func.unnest(sa.literal(list(at), sa.ARRAY(sa.Integer)),
+                                 sa.literal(list(at.values()), sa.ARRAY(UtcDateTime()))
+                                 ).table_valued("nvr_id", "at").render_derived(name="moments")
+        update, moment = sa.update(NVRS).where(NVRS.c.id == moments.c.nvr_id), moments.c.at
+    else:
+        update, moment = sa.update(NVRS), sa.literal(at, UtcDateTime())
+    moved = (update
+             .where(NVRS.c.status == previous, *conditions)
+             .values(status=status, status_version=NVRS.c.status_version + 1)
+             .returning(*MOVED_COLUMNS, moment.label("at"))
+             .cte("moved"))
+    cameras = (sa.update(CAMERAS)
+               .where(CAMERAS.c.nvr_id == moved.c.id, CAMERAS.c.status == previous)
+               .values(status=status)
+               .returning(CAMERAS.c.id, CAMERAS.c.nvr_id, moved.c.at)
+               .cte("moved_cameras"))
+    fixed = [sa.literal(previous), sa.literal(status), sa.literal(reason)]
+    rows = sa.union_all(
+        sa.select(moved.c.id.label("nvr_id"), sa.null().label("camera_id"), *fixed, moved.c.at),
+        sa.select(cameras.c.nvr_id, cameras.c.id, *fixed, cameras.c.at))
+    events = sa.insert(EVENTS).from_select(
+        ["nvr_id", "camera_id", "from_status", "to_status", "reason", "at"],
+        sa.select(rows.subquery()).order_by(sa.text("nvr_id"), sa.text("camera_id NULLS FIRST"))
+    ).cte("recorded")
+    camera_ids = (sa.select(sa.func.array_agg(cameras.c.id))
+                  .where(cameras.c.nvr_id == moved.c.id).scalar_subquery())
+    result = db.session.execute(
+        sa.select(moved, camera_ids.label("camera_ids"))
+        .add_cte(events)
+        .order_by(moved.c.id)).all()
+    return [_transition(row, sorted(row.camera_ids or []), previous, status, reason, at)
+            for row in result]
+
+
+# What a moved NVR's broadcast needs of its row.
+MOVED_COLUMNS = (NVRS.c.id, NVRS.c.hostname, NVRS.c.name, NVRS.c.status_version,
+                 NVRS.c.last_seen)
+
+
+def _transition(row, camera_ids, previous, status, reason, at):
+    return NvrTransition(
+        nvr_id=row.id, hostname=row.hostname, name=row.name, status=status,
+        previous_status=previous, reason=reason, status_version=row.status_version,
+        last_seen=row.last_seen, at=at[row.id] if isinstance(at, dict) else at,
+        camera_ids=camera_ids)
+
+
+def _events_of(transition):
+    """The event rows of one NVR's transition: the NVR's, then its cameras'."""
+    t = transition
+    yield _event(t.nvr_id, None, t.previous_status, t.status, t.reason, t.at)
+    for camera_id in t.camera_ids:
+        yield _event(t.nvr_id, camera_id, t.previous_status, t.status, t.reason, t.at)
 
 
 def _event(nvr_id, camera_id, previous, status, reason, now):
