@@ -1,9 +1,13 @@
 """The background jobs as single steps, and where they run."""
 
+import os
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 
 import pytest
+from support import ROOT
 
 from vmsapp import create_app, jobs, presence, runtime
 from vmsapp.clock import now
@@ -81,6 +85,17 @@ def test_building_the_app_starts_no_background_work():
     assert runtime.SCHEDULER_KEY not in app.extensions
     started = [thread.name for thread in threading.enumerate() if thread not in before]
     assert started == []
+
+
+def test_a_web_worker_does_not_load_the_migration_tools(tmp_path):
+    """``flask db`` binds Flask-Migrate (every test database is migrated that
+    way); the app gunicorn serves never imports Alembic."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, wsgi; "
+         "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'flask_migrate'}))"],
+        cwd=ROOT, env={**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"},
+        capture_output=True, text=True, check=True).stdout
+    assert loaded.strip().splitlines()[-1] == "[]"
 
 
 def test_runtime_starts_both_jobs_and_stops_them_with_the_app(app):

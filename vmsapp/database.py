@@ -2,25 +2,37 @@
 
 import os
 
+import click
 from sqlalchemy import event
 
 from config import engine_options
 
-from .extensions import db, migrate
+from .extensions import db
 
 
 def init_app(app):
-    """Bind Flask-SQLAlchemy and Flask-Migrate, sized for this app's database."""
+    """Bind Flask-SQLAlchemy, sized for this app's database, and Flask-Migrate for the CLI."""
     url = app.config["SQLALCHEMY_DATABASE_URI"]
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS",
                           engine_options(url, app.config["VMS_DB_POOL_SIZE"]))
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         os.makedirs(os.path.dirname(url[len("sqlite:///"):]) or ".", exist_ok=True)
     db.init_app(app)
-    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
+    init_migrations(app)
     if url.startswith("sqlite"):
         with app.app_context():
             event.listen(db.engine, "connect", _sqlite_pragmas)
+
+
+def init_migrations(app):
+    """Bind Flask-Migrate (``flask db``) when a command line builds the app.
+    A web worker has no use for it, and so never imports Alembic: 11 MB a
+    worker (BENCHMARKS.md)."""
+    if click.get_current_context(silent=True) is None:
+        return
+    from flask_migrate import Migrate
+
+    Migrate(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
 
 
 def _sqlite_pragmas(dbapi_connection, _record):

@@ -1,6 +1,5 @@
 """Extension instances, unbound: the factory binds them to an app."""
 
-from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sock import Sock
 from flask_sqlalchemy import SQLAlchemy
@@ -27,6 +26,5 @@ class DocumentedApi(Api):
 
 
 db = SQLAlchemy(model_class=Base)
-migrate = Migrate()
 sock = Sock()
 api = DocumentedApi()
