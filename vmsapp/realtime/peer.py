@@ -15,7 +15,8 @@ import math
 import threading
 import time
 
-from gevent import get_hub, monkey
+from gevent import get_hub, getcurrent, monkey
+from gevent.select import select as gevent_select
 from gevent.socket import cancel_wait
 from gevent.socket import wait as wait_on_watcher
 from simple_websocket import ConnectionClosed
@@ -92,6 +93,7 @@ class Peer:
         self._readable = None  # under gevent: the socket's read watcher (see receive)
         self._timer = None  # under gevent: wakes receive at a deadline (see _wait_readable)
         self._timer_at = math.inf
+        self._waiting = None  # the greenlet waiting in _wait_readable, if one is
         try:
             ws.sock.settimeout(SEND_TIMEOUT)
         except OSError:
@@ -145,17 +147,28 @@ class Peer:
         One timer per peer, armed only when the deadline comes earlier than
         the one it is armed for: an agent's deadline moves later with every
         message, and a timer per wait was a tenth of a heartbeat's CPU. A
-        timer armed for an older, earlier deadline wakes us early; we wait on."""
-        at = time.monotonic() + max(0.0, timeout)
+        timer armed for an older, earlier deadline wakes us early; we wait on.
+        With no time left it only asks the kernel: a dashboard looks for
+        frames after every batch it writes, and a trip through the event loop
+        each time would delay it behind every other socket's work."""
+        if timeout <= 0:
+            try:
+                return bool(gevent_select([self._sock], [], [], 0)[0])
+            except (OSError, ValueError):  # closed meanwhile: the read will say so
+                return True
+        at = time.monotonic() + timeout
         while True:
             if at < self._timer_at:
                 self._arm_timer(at)
+            self._waiting = getcurrent()
             try:
                 wait_on_watcher(self._readable)
                 return True
             except _Timeout:
                 if time.monotonic() >= at:
                     return False
+            finally:
+                self._waiting = None
 
     def _arm_timer(self, at):
         self._stop_timer()
@@ -165,9 +178,10 @@ class Peer:
 
     def _on_timer(self):
         """In the hub: wake the connection's greenlet if it is waiting in
-        ``_wait_readable`` (a no-op otherwise)."""
+        ``_wait_readable`` (a no-op otherwise), as gevent's own timeouts do."""
         self._timer_at = math.inf
-        cancel_wait(self._readable, _Timeout())
+        if self._waiting is not None:
+            self._waiting.throw(_Timeout())
 
     def _stop_timer(self):
         if self._timer is not None:
