@@ -180,11 +180,16 @@ def test_it_closes_a_socket_whose_first_message_is_not_auth_or_dashboard(server,
     ('{"type": "heartbeat", "cameras": "all"}', "invalid_message"),
     ('{"type": "heartbeat", "cameras": [{"id": "1", "status": "online"}]}', "invalid_message"),
     ('{"type": "heartbeat", "cameras": [{"id": 1, "status": "on fire"}]}', "invalid_message"),
+    ('{"type": "heartbeat", "cameras": [{"id": 2147483648, "status": "online"}]}',
+     "invalid_message"),
+    ('{"type": "heartbeat", "cameras": [{"id": 1180591620717411303424, "status": "online"}]}',
+     "invalid_message"),
     (b"\x00\x01binary", "binary_not_supported"),
 ])
 def test_it_answers_a_bad_message_with_an_error_and_stays_open(server, message, code):
     nvr = server.create_nvr()
     agent, _ = nvr_agent(server, nvr["hostname"])
+    logged_before = len(server.log())
 
     agent.send(message)
 
@@ -192,6 +197,7 @@ def test_it_answers_a_bad_message_with_an_error_and_stays_open(server, message, 
     agent.send({"type": "heartbeat"})
     agent.expect_type("heartbeat_ack")
     assert server.nvr(nvr["id"])["status"] == "online"
+    assert "Traceback" not in server.log()[logged_before:]
     agent.close()
 
 

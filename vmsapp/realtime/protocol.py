@@ -10,7 +10,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from ..clock import isoformat
 from ..errors import flatten_errors
 from ..models import STATUSES
-from ..schemas import CameraSchema, NvrSchema, Text
+from ..schemas import MAX_ID, CameraSchema, NvrSchema, Text
 
 # Close codes (SPEC §4), plus 1013 for a dashboard too slow to keep up.
 CLOSE_GOING_AWAY = 1001
@@ -51,7 +51,8 @@ class CameraReport(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    id = fields.Integer(strict=True, required=True)
+    # Beyond the ids' column the database would refuse the query, not the message.
+    id = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=MAX_ID))
     status = fields.String(required=True, validate=validate.OneOf(STATUSES))
 
 
