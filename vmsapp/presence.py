@@ -88,7 +88,7 @@ def _by_nvr(args):
 def _connect_all(batch):
     """Connects of distinct NVRs, ``(nvr_id, connection_id, now)`` each, in one
     transaction; the transition of each, or None."""
-    if db.engine.dialect.name == "postgresql":
+    if _on_postgresql():
         transitions = _connect_in_one_statement(batch)
     else:
         with _transaction():
@@ -223,6 +223,11 @@ def delete_nvr(nvr_id, now):
     return True
 
 
+def _on_postgresql():
+    """PostgreSQL runs data-modifying CTEs: a move is one statement there."""
+    return db.engine.dialect.name == "postgresql"
+
+
 @contextmanager
 def _transaction():
     """Commit on success, roll back on any error, so no write is left half done."""
@@ -237,7 +242,7 @@ def _transaction():
 def _move_nvrs(conditions, previous, status, reason, at):
     """Move the matching NVRs, and their cameras, from ``previous`` to
     ``status``, with the event rows; ``at`` is a time, or one per NVR id."""
-    if db.session.connection().dialect.name == "postgresql":
+    if _on_postgresql():
         return _move_nvrs_in_one_statement(conditions, previous, status, reason, at)
     rows = db.session.execute(
         sa.update(NVRS)

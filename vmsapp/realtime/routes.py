@@ -97,9 +97,9 @@ def _serve_nvr(session, rate):
     peer = session.peer
     registry = current_registry()
     stale_after = current_app.config["VMS_STALE_AFTER"]
-    # Heartbeats keep the connection alive through proxies and the silence
-    # deadline below finds a dead agent: pings would only add traffic.
-    peer.stop_pinging()
+    # Heartbeats more frequent than pings do their work, and the silence
+    # deadline below finds a dead agent.
+    peer.messages_every(current_app.config["VMS_HEARTBEAT_INTERVAL"])
     strikes = 0
     try:
         while strikes < MAX_STRIKES and not registry.stopping:
