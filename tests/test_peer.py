@@ -5,22 +5,35 @@ from types import SimpleNamespace
 
 import pytest
 
-from vmsapp.realtime.peer import Peer
+from vmsapp.realtime.peer import NoReader, Peer, ReaderThread
+
+
+def make_peer(sock, reader):
+    ws = SimpleNamespace(sock=sock, thread=reader, connected=True, ping_interval=25)
+    return Peer(ws, "127.0.0.1")
 
 
 @pytest.fixture
-def peer():
+def sock():
     with socket.socket() as sock:
-        ws = SimpleNamespace(sock=sock, thread=None, connected=True, ping_interval=25)
-        yield Peer(ws, "127.0.0.1")
+        yield sock
 
 
-def test_an_agent_heartbeating_more_often_than_pings_gets_none(peer):
+def test_an_agent_heartbeating_more_often_than_pings_gets_none(sock):
+    peer = make_peer(sock, NoReader())  # gevent: the connection reads inline
     peer.messages_every(10)
     assert not peer.ws.ping_interval
 
 
-def test_an_agent_heartbeating_less_often_than_pings_is_still_pinged(peer):
+def test_an_agent_heartbeating_less_often_than_pings_is_still_pinged(sock):
     # Behind a router that cuts silent sockets, its heartbeats alone may be too rare.
+    peer = make_peer(sock, NoReader())
     peer.messages_every(60)
+    assert peer.ws.ping_interval == 25
+
+
+def test_pings_from_a_reader_thread_are_left_alone(sock):
+    # gthread: simple-websocket's reader adds ping_interval at every ping.
+    peer = make_peer(sock, ReaderThread(target=lambda: None))
+    peer.messages_every(10)
     assert peer.ws.ping_interval == 25

@@ -209,9 +209,11 @@ class Peer:
         """The peer sends a message at least every ``interval`` seconds and the
         server watches its silence: when that is more often than pings, it
         gets none, as its own messages keep the connection alive through
-        proxies. Only the inline reader (gevent) can stop pinging;
-        simple-websocket's reader thread keeps its own schedule."""
-        if self.ws.ping_interval and interval < self.ws.ping_interval:
+        proxies. Only the inline reader (gevent) stops pinging:
+        simple-websocket's reader thread keeps its own schedule, and reads
+        ``ping_interval`` again at every ping."""
+        if self._readable is not None and self.ws.ping_interval and \
+                interval < self.ws.ping_interval:
             self.ws.ping_interval = None
 
     def _ping(self, now):
