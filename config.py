@@ -91,12 +91,14 @@ class Config:
         # its socket, which at fleet scale outweighs the few bytes saved on
         # heartbeats (BENCHMARKS.md).
         self.VMS_WS_COMPRESSION = flag("VMS_WS_COMPRESSION", False, environ)
+        # Keeps dashboards' connections alive through routers that cut idle
+        # sockets after 55 s, and notices dashboards that vanished. Agents that
+        # heartbeat more often get none (README, Realtime).
+        self.VMS_WS_PING_INTERVAL = positive("VMS_WS_PING_INTERVAL", 25, environ)
         self.SOCK_SERVER_OPTIONS = {
             # 64 KiB frames at most (SPEC §4 rule 2): larger ones close with 1009.
             "max_message_size": 64 * 1024,
-            # Keeps dashboards' connections alive through routers that cut idle
-            # sockets after 55 s, and notices dashboards that vanished.
-            "ping_interval": 25,
+            "ping_interval": self.VMS_WS_PING_INTERVAL,
         }
         self.API_TITLE = "vmsapp"
         self.API_VERSION = "1.0"

@@ -7,6 +7,7 @@ own greenlet, so the life of a connection is checked under both here."""
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from support import ROOT, dashboard, nvr_agent, wait_until
@@ -40,6 +41,29 @@ def test_a_connection_lives_the_same_life_under_each_worker_class(make_server, w
     live.stop()
     assert fourth.close_code() == 1001
     assert dash.close_code() == 1001
+
+
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_connections_outlive_several_ping_intervals_under_each_worker_class(make_server,
+                                                                            worker_class):
+    # Agents heartbeat every 0.5 s, more often than the 0.6 s pings: under
+    # gevent they get none, under gthread simple-websocket's reader pings them
+    # anyway. Dashboards are pinged under both, and answer.
+    live = make_server(VMS_WORKER_CLASS=worker_class, VMS_WS_PING_INTERVAL="0.6")
+    nvr = live.create_nvr()
+    dash = dashboard(live)
+    agent, _ = nvr_agent(live, nvr["hostname"])
+    dash.expect_type("nvr_status", nvr_id=nvr["id"], reason="connected")
+
+    for _ in range(8):  # 2 s of heartbeats, past three pings
+        agent.send({"type": "heartbeat"})
+        agent.expect_type("heartbeat_ack")
+        time.sleep(0.25)  # the agent's pace, not a wait for the server
+
+    assert live.nvr(nvr["id"])["status"] == "online"
+    agent.close()
+    dash.expect_type("nvr_status", nvr_id=nvr["id"], reason="disconnected")
+    assert "Traceback" not in live.log()
 
 
 def test_an_unknown_worker_class_is_refused_at_start():
