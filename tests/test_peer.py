@@ -1,5 +1,7 @@
 """The peer wrapper's own decisions, below the socket loop."""
 
+import os
+import resource
 import socket
 from types import SimpleNamespace
 
@@ -37,3 +39,18 @@ def test_pings_from_a_reader_thread_are_left_alone(sock):
     peer = make_peer(sock, ReaderThread(target=lambda: None))
     peer.messages_every(10)
     assert peer.ws.ping_interval == 25
+
+
+def test_a_look_without_waiting_sees_frames_on_any_descriptor():
+    # select() cannot watch descriptors from 1024 up, and in a worker holding
+    # thousands of agents a dashboard's socket is one of those.
+    high = 1500
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= high:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (high + 1, hard))
+    client, server = socket.socketpair()
+    with client, server, socket.socket(fileno=os.dup2(server.fileno(), high)) as sock:
+        peer = make_peer(sock, NoReader())
+        assert peer._wait_readable(0) is False
+        client.sendall(b"frame")
+        assert peer._wait_readable(0) is True

@@ -12,11 +12,11 @@ a third of a heartbeat's CPU (BENCHMARKS.md)."""
 
 import logging
 import math
+import select
 import threading
 import time
 
 from gevent import get_hub, getcurrent, monkey
-from gevent.select import select as gevent_select
 from gevent.socket import cancel_wait
 from gevent.socket import wait as wait_on_watcher
 from simple_websocket import ConnectionClosed
@@ -26,6 +26,9 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 log = logging.getLogger(__name__)
+
+# Never yields to gevent, whatever monkey-patching did to the select module.
+_poll = monkey.get_original("select", "poll")
 
 # A peer that takes longer than this to accept a frame is treated as gone,
 # so no writer stays blocked on a dead TCP connection.
@@ -148,14 +151,18 @@ class Peer:
         the one it is armed for: an agent's deadline moves later with every
         message, and a timeout object per wait was 3-4 % of a worker's CPU. A
         timer armed for an older, earlier deadline wakes us early; we wait on.
-        With no time left it only asks the kernel: a dashboard looks for
-        frames after every batch it writes, and a trip through the event loop
-        each time would delay it behind every other socket's work."""
+        With no time left it only asks the kernel, in one poll(): a dashboard
+        looks for frames after every batch it writes, and a trip through the
+        event loop each time would delay it behind every other socket's work."""
         if timeout <= 0:
-            try:
-                return bool(gevent_select([self._sock], [], [], 0)[0])
-            except (OSError, ValueError):  # closed meanwhile: the read will say so
-                return True
+            fileno = self._sock.fileno()
+            if fileno < 0:
+                return True  # closed meanwhile: the read will say so
+            # The real poll(): gevent's select yields to the loop even with no
+            # timeout, and select() cannot watch descriptors from 1024 up.
+            poller = _poll()
+            poller.register(fileno, select.POLLIN)
+            return bool(poller.poll(0))
         at = time.monotonic() + timeout
         while True:
             if at < self._timer_at:
