@@ -119,8 +119,11 @@ def _connect_in_one_statement(batch):
         sa.literal([connection for _, connection, _ in batch], sa.ARRAY(sa.String)),
         sa.literal(list(at.values()), sa.ARRAY(UtcDateTime())),
     ).table_valued("nvr_id", "connection_id", "at").render_derived(name="claims")
+    # Locked in id order, as every connect batch locks: two workers' batches
+    # sharing NVRs wait for each other instead of deadlocking.
     before = (sa.select(NVRS.c.id, NVRS.c.status)
               .where(NVRS.c.id == claims.c.nvr_id)
+              .order_by(NVRS.c.id)
               .with_for_update(of=NVRS)
               .cte("before_claim"))
     was_offline = before.c.status == OFFLINE
