@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import credentials
 from .batching import shared_combiner
+from .database import autocommit_connection
 from .errors import ApiError
 from .extensions import db
 from .models import OFFLINE, ONLINE, Camera, Nvr, StatusEvent
@@ -52,9 +53,7 @@ def _find_agent_nvrs(batch):
     wanted = sorted({hostname for hostname, in batch})
     # A connection of its own, not the session of whichever caller writes the
     # batch: the read is over, and the connection back in the pool, at once.
-    # One statement needs no transaction: in autocommit, PostgreSQL is spared
-    # a BEGIN and a ROLLBACK, two of the lookup's four round trips.
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+    with autocommit_connection() as connection:
         rows = connection.execute(
             sa.select(nvrs.c.id, nvrs.c.hostname, nvrs.c.name, nvrs.c.token_hash,
                       cameras.c.id.label("camera_id"), cameras.c.name.label("camera_name"),

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from . import bulk
 from .batching import shared_combiner
+from .database import autocommit_connection
 from .extensions import db
 from .models import OFFLINE, ONLINE, Camera, Nvr, StatusEvent, UtcDateTime
 from .realtime import protocol
@@ -113,12 +114,9 @@ def _connect_in_one_statement(batch):
     Each row is locked (FOR UPDATE) as its status is read, so the status it
     had before the claim is the one the claim replaced, whatever another
     worker committed meanwhile."""
-    at = {nvr_id: now for nvr_id, _, now in batch}
-    claims = sa.func.unnest(
-        sa.literal([nvr_id for nvr_id, _, _ in batch], sa.ARRAY(sa.Integer)),
-        sa.literal([connection for _, connection, _ in batch], sa.ARRAY(sa.String)),
-        sa.literal(list(at.values()), sa.ARRAY(UtcDateTime())),
-    ).table_valued("nvr_id", "connection_id", "at").render_derived(name="claims")
+    nvr_ids, connections, moments = zip(*batch)
+    claims = _rows("claims", nvr_id=(nvr_ids, sa.Integer),
+                   connection_id=(connections, sa.String), at=(moments, UtcDateTime()))
     # Locked in id order, as every connect batch locks: two workers' batches
     # sharing NVRs wait for each other instead of deadlocking.
     before = (sa.select(NVRS.c.id, NVRS.c.status)
@@ -136,8 +134,9 @@ def _connect_in_one_statement(batch):
                           was_offline.label("was_offline"))
                .cte("moved"))
     statement = _moved_rows(claimed, claimed.c.was_offline, OFFLINE, ONLINE, CONNECTED)
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+    with autocommit_connection() as connection:
         rows = connection.execute(statement).all()
+    at = dict(zip(nvr_ids, moments))
     return [_transition(row, sorted(row.camera_ids or []), OFFLINE, ONLINE, CONNECTED, at)
             for row in rows if row.was_offline]
 
@@ -273,9 +272,8 @@ def _move_nvrs_in_one_statement(conditions, previous, status, reason, at):
     round trip instead of three. Under a reconnect storm each round trip waits
     for the event loop's turn, so round trips, not the database, set the pace."""
     if isinstance(at, dict):
-        moments = sa.func.unnest(sa.literal(list(at), sa.ARRAY(sa.Integer)),
-                                 sa.literal(list(at.values()), sa.ARRAY(UtcDateTime()))
-                                 ).table_valued("nvr_id", "at").render_derived(name="moments")
+        moments = _rows("moments", nvr_id=(at.keys(), sa.Integer),
+                        at=(at.values(), UtcDateTime()))
         update, moment = sa.update(NVRS).where(NVRS.c.id == moments.c.nvr_id), moments.c.at
     else:
         update, moment = sa.update(NVRS), sa.literal(at, UtcDateTime())
@@ -313,6 +311,13 @@ def _moved_rows(moved, changed, previous, status, reason):
     return (sa.select(moved, camera_ids.label("camera_ids"))
             .add_cte(events)
             .order_by(moved.c.id))
+
+
+def _rows(name, **columns):
+    """A table ``name`` of rows given column by column, ``column=(values,
+    type)``: one PostgreSQL ``unnest`` of arrays, however many rows."""
+    arrays = [sa.literal(list(values), sa.ARRAY(type_)) for values, type_ in columns.values()]
+    return sa.func.unnest(*arrays).table_valued(*columns).render_derived(name=name)
 
 
 # What a moved NVR's broadcast needs of its row.

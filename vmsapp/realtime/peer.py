@@ -64,6 +64,16 @@ class _Timeout(Exception):
     pass
 
 
+def _send_whole(sock, data):
+    """Send all of ``data``; its length. One send() takes a small frame whole,
+    where gevent's sendall first asks the kernel for its buffer size, a system
+    call per frame."""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
+    return len(data)
+
+
 class _SerializedSocket:
     """The raw socket, with ``send`` under the peer's write lock."""
 
@@ -74,12 +84,7 @@ class _SerializedSocket:
     def send(self, data):
         """All of ``data``, as ``sendall``: simple-websocket expects that."""
         with self._lock:
-            # One send() takes a small frame whole; gevent's sendall first
-            # asks the kernel for its buffer size, a system call per frame.
-            sent = self._sock.send(data)
-            if sent < len(data):
-                self._sock.sendall(memoryview(data)[sent:])
-            return len(data)
+            return _send_whole(self._sock, data)
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
@@ -250,7 +255,9 @@ class Peer:
             if not ws.connected:
                 raise ConnectionClosed(ws.close_reason, ws.close_message)
             try:
-                ws.sock.send(b"".join(ws.ws.send(TextMessage(data=text)) for text in texts))
+                # The raw socket: the lock is held already.
+                _send_whole(self._sock, b"".join(ws.ws.send(TextMessage(data=text))
+                                                 for text in texts))
             except (OSError, LocalProtocolError) as error:
                 # LocalProtocolError: another thread closed the socket meanwhile.
                 self._drop()
