@@ -48,11 +48,11 @@ def flag(name, default, environ=os.environ):
 
 def engine_options(url, pool_size):
     """Pool and per-driver options: a busy timeout for SQLite (WAL is set per
-    connection in ``vmsapp.database``), a sized pool with pre-ping for PostgreSQL."""
+    connection in ``vmsapp.database``), a sized pool for PostgreSQL (whose idle
+    connections ``vmsapp.database`` pings before use)."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 15, "check_same_thread": False}}
-    return {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True,
-            "pool_timeout": 10}
+    return {"pool_size": pool_size, "max_overflow": pool_size, "pool_timeout": 10}
 
 
 class Config:

@@ -1,13 +1,19 @@
 """Binding the database to the app: engine options and SQLite's pragmas."""
 
 import os
+import time
 
 import click
 from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 
 from config import engine_options
 
 from .extensions import db
+
+# A pooled PostgreSQL connection idle for longer than this is pinged before
+# use (see ``_ping_idle_connections``).
+PING_IDLE_AFTER = 1.0
 
 
 def init_app(app):
@@ -19,9 +25,11 @@ def init_app(app):
         os.makedirs(os.path.dirname(url[len("sqlite:///"):]) or ".", exist_ok=True)
     db.init_app(app)
     init_migrations(app)
-    if url.startswith("sqlite"):
-        with app.app_context():
+    with app.app_context():
+        if url.startswith("sqlite"):
             event.listen(db.engine, "connect", _sqlite_pragmas)
+        else:
+            _ping_idle_connections(db.engine)
 
 
 def autocommit_connection():
@@ -39,6 +47,35 @@ def init_migrations(app):
     from flask_migrate import Migrate
 
     Migrate(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
+
+
+def _ping_idle_connections(engine):
+    """Ping a pooled connection before use only when it has sat idle, and
+    replace it when the ping fails: the database or a proxy may have dropped
+    it meanwhile (a restart, an idle timeout).
+
+    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: one more round
+    trip for each lookup and each connect batch, and under gevent every round
+    trip waits for a turn of the event loop, 5-15 ms while a fleet
+    reconnects. A connection used within the last ``PING_IDLE_AFTER`` seconds
+    is taken as alive; if the database went away in that second, the
+    statement fails like any other in flight, and SQLAlchemy then replaces
+    every connection of the pool."""
+
+    @event.listens_for(engine, "checkin")
+    def idle_from_now(_dbapi_connection, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def ping_if_idle(dbapi_connection, record, _proxy):
+        idle_since = record.info.get("idle_since")  # None: connected just now
+        if idle_since is None or time.monotonic() - idle_since < PING_IDLE_AFTER:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            # The pool discards the connection and checks out another.
+            raise DisconnectionError(f"pooled connection lost while idle: {error}") from error
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
