@@ -1,11 +1,12 @@
-"""Binding the database to the app: engine options and SQLite's pragmas."""
+"""Binding the database to the app: engine options, SQLite's pragmas, and
+PostgreSQL's idle connections pinged before use."""
 
 import os
 import time
 
 import click
 from sqlalchemy import event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import InvalidatePoolError
 
 from config import engine_options
 
@@ -60,7 +61,7 @@ def _ping_idle_connections(engine):
     reconnects. A connection used within the last ``PING_IDLE_AFTER`` seconds
     is taken as alive; if the database went away in that second, the
     statement fails like any other in flight, and SQLAlchemy then replaces
-    every connection of the pool."""
+    every connection of the pool (as it does after a failed ping)."""
 
     @event.listens_for(engine, "checkin")
     def idle_from_now(_dbapi_connection, record):
@@ -74,8 +75,11 @@ def _ping_idle_connections(engine):
         try:
             engine.dialect.do_ping(dbapi_connection)
         except engine.dialect.loaded_dbapi.Error as error:
-            # The pool discards the connection and checks out another.
-            raise DisconnectionError(f"pooled connection lost while idle: {error}") from error
+            if not engine.dialect.is_disconnect(error, dbapi_connection, None):
+                raise  # not a lost connection (a greenlet killed mid-ping, say)
+            # As pool_pre_ping does: the database went away, so every pooled
+            # connection is replaced, and this checkout gets a new one.
+            raise InvalidatePoolError(f"pooled connection lost while idle: {error}") from error
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
