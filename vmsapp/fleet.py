@@ -1,6 +1,7 @@
 """NVRs and cameras as admins manage them: queries and changes, each change
 published to dashboards after its commit. Status changes live in ``presence``."""
 
+import functools
 from collections import defaultdict
 from typing import NamedTuple
 
@@ -49,18 +50,11 @@ def find_agent_nvr(hostname):
 
 def _find_agent_nvrs(batch):
     """One ``AgentNvr`` or None per ``(lowercased hostname,)`` of ``batch``."""
-    nvrs, cameras = Nvr.__table__, Camera.__table__
     wanted = sorted({hostname for hostname, in batch})
     # A connection of its own, not the session of whichever caller writes the
     # batch: the read is over, and the connection back in the pool, at once.
     with autocommit_connection() as connection:
-        rows = connection.execute(
-            sa.select(nvrs.c.id, nvrs.c.hostname, nvrs.c.name, nvrs.c.token_hash,
-                      cameras.c.id.label("camera_id"), cameras.c.name.label("camera_name"),
-                      cameras.c.channel)
-            .outerjoin(cameras, cameras.c.nvr_id == nvrs.c.id)
-            .where(sa.func.lower(nvrs.c.hostname).in_(wanted))
-            .order_by(nvrs.c.id, cameras.c.id)).all()
+        rows = connection.execute(_agent_lookup(), {"hostnames": wanted}).all()
     found = {}
     own_cameras = defaultdict(list)
     for row in rows:
@@ -71,6 +65,20 @@ def _find_agent_nvrs(batch):
                                  own_cameras[row.id])
               for hostname, row in found.items()}
     return [agents.get(hostname) for hostname, in batch]
+
+
+@functools.cache
+def _agent_lookup():
+    """The statement of ``_find_agent_nvrs``, built once: every batch runs the
+    same statement object, which SQLAlchemy neither builds nor keys again;
+    only the IN list is rendered per batch."""
+    nvrs, cameras = Nvr.__table__, Camera.__table__
+    return (sa.select(nvrs.c.id, nvrs.c.hostname, nvrs.c.name, nvrs.c.token_hash,
+                      cameras.c.id.label("camera_id"), cameras.c.name.label("camera_name"),
+                      cameras.c.channel)
+            .outerjoin(cameras, cameras.c.nvr_id == nvrs.c.id)
+            .where(sa.func.lower(nvrs.c.hostname).in_(sa.bindparam("hostnames", expanding=True)))
+            .order_by(nvrs.c.id, cameras.c.id))
 
 
 def get_nvr(nvr_id):
