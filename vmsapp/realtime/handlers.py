@@ -4,7 +4,7 @@ import logging
 
 from flask import current_app
 
-from .. import credentials, fleet, presence
+from .. import collector, credentials, fleet, presence
 from ..clock import now as clock_now
 from ..extensions import db
 from ..ratelimit import current_limiter
@@ -52,6 +52,7 @@ def handle_auth(peer, fields):
     session = NvrSession(peer, nvr.id, nvr.hostname, now)
     transition = presence.connect(session.nvr_id, session.connection_id, now)
     current_registry().add_nvr(session)
+    collector.hold.agent_connected()
     # Newest wins (rule 3): our claim is committed, so older connections'
     # closes no longer count as disconnects.
     current_bus().close_nvr(session.nvr_id, protocol.CLOSE_REPLACED,
