@@ -3,6 +3,7 @@
 import gc
 
 import pytest
+from support import wait_until
 
 from vmsapp import collector
 
@@ -15,22 +16,20 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def clock(monkeypatch):
-    """A hold on a clock of the test's own, with no watch thread: the test
-    calls ``release_if_over`` itself. Python's thresholds restored after."""
-    thresholds = gc.get_threshold()
-    monkeypatch.setattr(collector.threading, "Thread", NoThread)
-    yield Clock()
-    gc.set_threshold(*thresholds)
+@pytest.fixture(autouse=True)
+def thresholds():
+    """Each test starts from a worker's thresholds; Python's are put back after."""
+    saved = gc.get_threshold()
+    gc.set_threshold(700, 10, 100)
+    yield
+    gc.set_threshold(*saved)
 
 
-class NoThread:
-    def __init__(self, **_):
-        pass
-
-    def start(self):
-        pass
+def hold_on(clock):
+    """A hold on the test's clock whose watch the test runs by hand
+    (``release_if_over``)."""
+    watches = []
+    return collector.FullCollectionHold(clock, start_watch=watches.append), watches
 
 
 def connects(hold, clock, count, seconds):
@@ -39,13 +38,13 @@ def connects(hold, clock, count, seconds):
         clock.now += seconds / count
 
 
-def test_agents_connecting_at_the_storm_rate_hold_full_collections_until_quiet(clock):
-    gc.set_threshold(700, 10, 100)
-    hold = collector.FullCollectionHold(clock)
+def test_agents_connecting_at_the_storm_rate_hold_full_collections_until_quiet():
+    clock = Clock()
+    hold, watches = hold_on(clock)
 
     connects(hold, clock, collector.STORM_RATE, 0.9)
 
-    assert hold.holding
+    assert hold.holding and len(watches) == 1
     assert gc.get_threshold() == (700, 10, collector._HELD)
     clock.now += collector.QUIET / 2
     assert not hold.release_if_over()
@@ -54,25 +53,65 @@ def test_agents_connecting_at_the_storm_rate_hold_full_collections_until_quiet(c
     assert gc.get_threshold() == (700, 10, 100)
 
 
-def test_the_usual_trickle_of_connects_holds_nothing(clock):
-    gc.set_threshold(700, 10, 100)
-    hold = collector.FullCollectionHold(clock)
+def test_a_burst_across_a_second_boundary_is_a_storm():
+    clock = Clock()
+    hold, _ = hold_on(clock)
+
+    connects(hold, clock, 1, 0.9)
+    # Counted per calendar second, neither second would have made the rate.
+    connects(hold, clock, collector.STORM_RATE - 2, 0.1)
+    connects(hold, clock, collector.STORM_RATE - 1, 0.1)
+
+    assert hold.holding
+
+
+def test_the_usual_trickle_of_connects_holds_nothing():
+    clock = Clock()
+    hold, watches = hold_on(clock)
 
     connects(hold, clock, collector.STORM_RATE * 3, 4.0)  # under the rate in every second
 
-    assert not hold.holding
+    assert not hold.holding and watches == []
     assert gc.get_threshold() == (700, 10, 100)
 
 
-def test_a_storm_that_goes_on_is_still_collected_after_the_longest_hold(clock):
-    gc.set_threshold(700, 10, 100)
-    hold = collector.FullCollectionHold(clock)
+def test_a_storm_that_goes_on_is_still_collected_after_the_longest_hold():
+    clock = Clock()
+    hold, _ = hold_on(clock)
 
-    seconds = int(collector.HOLD_AT_MOST) + 1
-    for _ in range(seconds):
+    for _ in range(int(collector.HOLD_AT_MOST) + 1):
         connects(hold, clock, collector.STORM_RATE, 1.0)
         if hold.release_if_over():
             break
 
     assert not hold.holding
+    assert gc.get_threshold() == (700, 10, 100)
+
+
+def test_no_hold_without_a_watch_to_end_it():
+    def no_thread(_):
+        raise RuntimeError("can't start new thread")
+
+    hold = collector.FullCollectionHold(Clock(), start_watch=no_thread)
+    for _ in range(collector.STORM_RATE):
+        hold.agent_connected()
+
+    assert not hold.holding
+    assert gc.get_threshold() == (700, 10, 100)
+
+
+def test_the_watch_thread_ends_the_hold_and_collects(monkeypatch):
+    monkeypatch.setattr(collector, "QUIET", 0.05)
+    collections = []
+    gc.callbacks.append(lambda phase, info: collections.append(info["generation"])
+                        if phase == "stop" else None)
+    try:
+        hold = collector.FullCollectionHold()
+        for _ in range(collector.STORM_RATE):
+            hold.agent_connected()
+        assert hold.holding
+
+        wait_until(lambda: not hold.holding and 2 in collections, message="the hold to end")
+    finally:
+        gc.callbacks.pop()
     assert gc.get_threshold() == (700, 10, 100)

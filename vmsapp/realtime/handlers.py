@@ -52,11 +52,11 @@ def handle_auth(peer, fields):
     session = NvrSession(peer, nvr.id, nvr.hostname, now)
     transition = presence.connect(session.nvr_id, session.connection_id, now)
     current_registry().add_nvr(session)
-    collector.hold.agent_connected()
     # Newest wins (rule 3): our claim is committed, so older connections'
     # closes no longer count as disconnects.
     current_bus().close_nvr(session.nvr_id, protocol.CLOSE_REPLACED,
                             "replaced by a newer connection", keep=session.connection_id)
+    collector.hold.agent_connected()
     if transition is None:
         log.info("nvr %s reconnected from %s while online", session.hostname, peer.address)
     peer.send(protocol.encode(reply))
