@@ -5,7 +5,10 @@ import gc
 import pytest
 from support import wait_until
 
-from vmsapp import collector
+from vmsapp import collector, fleet
+from vmsapp.clock import now
+from vmsapp.realtime import handlers
+from vmsapp.realtime.registry import current_registry
 
 
 class Clock:
@@ -115,3 +118,33 @@ def test_the_watch_thread_ends_the_hold_and_collects(monkeypatch):
     finally:
         gc.callbacks.pop()
     assert gc.get_threshold() == (700, 10, 100)
+
+
+class Peer:
+    """What ``handle_auth`` needs of a socket: it only answers."""
+
+    address, bearer = "192.0.2.7", None
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, text):
+        self.sent.append(text)
+
+    def close(self, code, reason=""):
+        raise AssertionError(f"closed {code}: {reason}")
+
+
+def test_every_agent_that_authenticates_counts_toward_a_storm(app, monkeypatch):
+    counted = []
+    monkeypatch.setattr(collector.hold, "agent_connected", lambda: counted.append(1))
+    with app.app_context():
+        nvr = fleet.create_nvr({"name": "Storm", "hostname": "storm-nvr"}, now())
+        token = nvr.token
+        peer = Peer()
+
+        session = handlers.handle_auth(peer, {"hostname": "storm-nvr", "token": token})
+        current_registry().remove_nvr(session)
+
+    assert '"auth_ok"' in peer.sent[0]
+    assert counted == [1]
