@@ -8,14 +8,10 @@ reader thread, so ``threads`` (``VMS_THREADS``) is the number of connections —
 NVRs, dashboards and REST requests together — one worker serves. BENCHMARKS.md
 has the measurements behind the default."""
 
-import gc
 import logging
 import os
 import signal
 import threading
-
-# Middle-generation collections between two full ones (Python's default: 10).
-FULL_COLLECTION_EVERY = 100
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '3000')}"
 WORKER_CLASSES = ("gevent", "gthread")
@@ -66,7 +62,7 @@ def when_ready(server):
 def post_worker_init(worker):
     """Start the app's background jobs in this worker and make SIGTERM close
     sockets with 1001 before gunicorn's own graceful stop."""
-    from vmsapp import runtime
+    from vmsapp import collector, runtime
 
     app = worker.wsgi
     host, _, port = bind.rpartition(":")
@@ -86,21 +82,7 @@ def post_worker_init(worker):
         gunicorn_handler(signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    # The ~100,000 objects of start-up (modules, the app) live as long as the
-    # worker: frozen, no full collection walks them again. Each walk took
-    # 100 ms on a 2-core machine and paused every socket, several times
-    # during a reconnect storm (BENCHMARKS.md).
-    gc.collect()
-    gc.freeze()
-    # A full collection still walks every open socket's objects (60 ms at
-    # 1,000 sockets) while nothing else runs. Python's default lets one start
-    # every 70,000 net allocations once the oldest generation has grown by a
-    # quarter: five times while 1,000 agents reconnect, each one stalling
-    # every handshake. A tenth as often, none falls in such a ramp; the
-    # young generations, where short-lived garbage dies, are collected as
-    # often as before.
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+    collector.configure_worker()
 
 
 def worker_int(worker):
