@@ -12,7 +12,7 @@ import requests
 from support import dashboard, free_port, nvr_agent, unique, wait_until
 
 from vmsapp.realtime import protocol
-from vmsapp.realtime.redis_bus import RedisBus
+from vmsapp.realtime.redis_bus import PUBLISH_BATCH, RedisBus
 from vmsapp.realtime.registry import Registry
 from vmsapp.realtime.sessions import DashboardSession
 
@@ -277,8 +277,8 @@ def drain_until(watcher, count):
 
 def test_a_burst_of_broadcasts_reaches_the_other_workers_dashboards_whole_and_in_order(
         redis_url):
-    """The publisher sends what has queued up in one pipeline: nothing lost,
-    nothing reordered, nothing echoed back to the sender."""
+    """The publisher sends what has queued up as one Redis message: nothing
+    lost, nothing reordered, nothing echoed back to the sender."""
     prefix = unique("vmsapp-test-burst")
     buses, watchers = [], []
     for _ in range(2):
@@ -293,7 +293,8 @@ def test_a_burst_of_broadcasts_reaches_the_other_workers_dashboards_whole_and_in
     try:
         wait_until(lambda: sender.redis.pubsub_numsub(sender.channel)[0][1] == 2,
                    message="both listeners subscribed")
-        messages = [{"type": "marker", "n": n} for n in range(2000)]
+        # Newlines in a payload's strings must not split a bus message.
+        messages = [{"type": "marker", "n": n, "text": "a\nb\r\n"} for n in range(2000)]
         for message in messages:
             sender.publish(message)
         sent = [protocol.encode(message) for message in messages]
@@ -306,4 +307,59 @@ def test_a_burst_of_broadcasts_reaches_the_other_workers_dashboards_whole_and_in
         assert at_sender == sent + [protocol.encode({"type": "marker", "n": "last"})]
     finally:
         for bus in buses:
+            bus.stop()
+
+
+class ClosedRecorder:
+    """An NVR session whose peer only records how it was closed."""
+
+    def __init__(self, nvr_id, connection_id):
+        self.nvr_id = nvr_id
+        self.connection_id = connection_id
+        self.peer = self
+        self.closes = []
+
+    def close(self, code, reason):
+        self.closes.append((code, reason))
+
+
+def test_a_queued_burst_travels_as_one_redis_message_per_batch(redis_url):
+    """What queued up while the publisher was busy goes out together: a
+    reconnect storm costs Redis and every other worker a read per batch, not
+    two per agent. A command in the batch is carried out too."""
+    prefix = unique("vmsapp-test-batch")
+    receiving = Registry()
+    watcher = DashboardSession(peer=None)
+    receiving.add_dashboard(watcher)
+    older = ClosedRecorder(nvr_id=7, connection_id="older")
+    receiving.add_nvr(older)
+    receiver = RedisBus(receiving, redis_url, prefix=prefix)
+    sender = RedisBus(Registry(), redis_url, prefix=prefix)
+    counter = sender.redis.pubsub(ignore_subscribe_messages=True)
+    counter.subscribe(sender.channel)
+    receiver.start()
+    try:
+        wait_until(lambda: sender.redis.pubsub_numsub(sender.channel)[0][1] == 2,
+                   message="the receiver and the counter subscribed")
+        # Queued before the sender's publisher starts, so its batches are full.
+        total = 2 * PUBLISH_BATCH + 1
+        for n in range(total):
+            sender.publish({"type": "marker", "n": n})
+            if n == PUBLISH_BATCH // 2:
+                sender.close_nvr(7, protocol.CLOSE_REPLACED, "replaced", keep="newer")
+        sender.start()
+        received = drain_until(watcher, total)
+        assert received == [protocol.encode({"type": "marker", "n": n}) for n in range(total)]
+        assert older.closes == [(protocol.CLOSE_REPLACED, "replaced")]
+
+        # 2 * PUBLISH_BATCH + 2 bus messages: two full batches and the rest.
+        redis_messages = []
+        wait_until(lambda: (message := counter.get_message(timeout=0.1)) is not None
+                   and redis_messages.append(message) or len(redis_messages) >= 3,
+                   message="three Redis messages")
+        assert counter.get_message(timeout=0.2) is None
+        assert len(redis_messages) == 3
+    finally:
+        counter.close()
+        for bus in (sender, receiver):
             bus.stop()

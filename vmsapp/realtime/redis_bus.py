@@ -5,9 +5,10 @@ Everything is delivered to this process's own registry first, then published
 for the others; each process skips what it published itself, so every
 dashboard gets every message exactly once. Redis is never waited on by a
 socket thread: publishing goes through a queue and one publisher thread, so
-NVRs keep connecting and heartbeating while Redis is away; the publisher sends
-whatever has queued up in one pipeline, one round trip for a burst of connects
-instead of one per message. Pub/sub replays
+NVRs keep connecting and heartbeating while Redis is away. The publisher sends
+whatever has queued up as one Redis message, a line per bus message, so a
+reconnect storm's broadcasts and newest-wins closes cost every process one
+PUBLISH and one read per batch instead of two per agent. Pub/sub replays
 nothing, so when the listener gets its subscription back after a gap, every
 dashboard of this process is sent a fresh snapshot."""
 
@@ -28,13 +29,16 @@ log = logging.getLogger(__name__)
 
 BROADCAST = "b"
 COMMAND = "c"
+# A Redis message is the sender's origin, then one "<kind> <payload>" line per
+# bus message. Payloads are compact JSON, which never holds a raw newline.
+LINE = "\n"
 # Each process writes its connection counts to a key of its own every
 # STATS_PERIOD; a key not refreshed expires, so a dead worker drops out of
 # /api/stats within STATS_TTL seconds (and no clocks are compared).
 STATS_PERIOD = 1.0
 STATS_TTL = 4
 OUTBOX_LIMIT = 10_000
-# Messages sent to Redis in one pipeline (one round trip) at most.
+# Bus messages sent as one Redis message at most.
 PUBLISH_BATCH = 500
 RETRY_FIRST, RETRY_CAP = 0.2, 5.0
 
@@ -46,7 +50,9 @@ class RedisBus:
         self.registry = registry
         self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2,
                                           health_check_interval=10)
-        self.channel = f"{prefix}:bus"
+        # Versioned: a process of an older release, which read one bus message
+        # per Redis message, never reads a batch as one.
+        self.channel = f"{prefix}:bus:2"
         self.origin = uuid.uuid4().hex[:12]
         self.stats_pattern = f"{prefix}:worker:*"
         self.stats_key = f"{prefix}:worker:{self.origin}"
@@ -100,20 +106,17 @@ class RedisBus:
 
     def _send(self, kind, payload):
         try:
-            self._outbox.put_nowait(f"{self.origin} {kind} {payload}")
+            self._outbox.put_nowait(f"{kind} {payload}")
         except queue.Full:
             self._outage("outbox full, dropping messages for other workers")
 
     def _publisher(self):
         while not self._stopping.is_set():
-            items = take_batch(self._outbox, 0.5, PUBLISH_BATCH)
-            if not items:
+            lines = take_batch(self._outbox, 0.5, PUBLISH_BATCH)
+            if not lines:
                 continue
-            pipeline = self.redis.pipeline(transaction=False)
-            for item in items:
-                pipeline.publish(self.channel, item)
             try:
-                pipeline.execute()
+                self.redis.publish(self.channel, LINE.join([self.origin, *lines]))
             except redis.RedisError as error:
                 # Lost for the other processes: their listeners fail too and
                 # resynchronise their dashboards when Redis is back.
@@ -142,16 +145,18 @@ class RedisBus:
             finally:
                 pubsub.close()
 
-    def _receive(self, item):
-        origin, kind, payload = item.split(" ", 2)
+    def _receive(self, data):
+        origin, _, lines = data.partition(LINE)
         if origin == self.origin:
             return
-        if kind == BROADCAST:
-            self.registry.deliver(payload)
-        elif kind == COMMAND:
-            command = json.loads(payload)
-            self.registry.close_nvr(command["nvr_id"], command["code"], command["reason"],
-                                    command["keep"])
+        for line in lines.split(LINE):
+            kind, _, payload = line.partition(" ")
+            if kind == BROADCAST:
+                self.registry.deliver(payload)
+            elif kind == COMMAND:
+                command = json.loads(payload)
+                self.registry.close_nvr(command["nvr_id"], command["code"], command["reason"],
+                                        command["keep"])
 
     def _reporter(self):
         while not self._stopping.wait(STATS_PERIOD):
