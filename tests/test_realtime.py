@@ -147,9 +147,31 @@ def test_a_dashboard_snapshot_lists_nvrs_and_cameras(server):
     snapshot = client.recv()
     assert snapshot["type"] == "snapshot"
     [listed] = [n for n in snapshot["nvrs"] if n["id"] == nvr["id"]]
-    assert listed["hostname"] == nvr["hostname"] and listed["status"] == "offline"
+    # An NVR as the REST API gives it, without its cameras.
+    assert listed == {k: v for k, v in server.nvr(nvr["id"]).items() if k != "cameras"}
+    assert listed["status"] == "offline"
     assert {"id": nvr["cameras"][0]["id"], "nvr_id": nvr["id"], "status": "offline"} in \
         snapshot["cameras"]
+
+
+def test_dashboards_subscribing_together_each_see_every_change_after_their_snapshot(server):
+    """Snapshots asked for at once are read once and shared: each dashboard's
+    snapshot plus what it is sent afterwards is still the whole story."""
+    nvrs = [server.create_nvr(cameras=1) for _ in range(4)]
+    clients = [Client(server.ws_url) for _ in range(6)]
+    for client in clients:
+        client.send({"type": "dashboard", "token": ADMIN_KEY})
+    agents = [nvr_agent(server, nvr["hostname"])[0] for nvr in nvrs]
+
+    for client in clients:
+        snapshot = client.expect_type("snapshot")
+        status = {n["id"]: n["status"] for n in snapshot["nvrs"]}
+        for nvr in nvrs:
+            if status[nvr["id"]] == "offline":
+                client.expect_type("nvr_status", nvr_id=nvr["id"], status="online")
+        client.close()
+    for agent in agents:
+        agent.close()
 
 
 # -- rule 1: the first message -------------------------------------------------

@@ -6,7 +6,6 @@ from flask import current_app
 
 from .. import collector, credentials, fleet, presence
 from ..clock import now as clock_now
-from ..extensions import db
 from ..ratelimit import current_limiter
 from . import protocol
 from .bus import current_bus
@@ -88,12 +87,7 @@ def handle_dashboard(peer, fields):
 
 def send_snapshot(peer):
     """Send the whole fleet as it is now."""
-    try:
-        nvrs, cameras = fleet.snapshot()
-        message = protocol.encode(protocol.snapshot(nvrs, cameras))
-    finally:
-        db.session.remove()
-    peer.send(message)
+    peer.send(fleet.encoded_snapshot())
 
 
 def handle_heartbeat(session, fields):
