@@ -55,6 +55,16 @@ def app_database_url(request, tmp_path_factory):
     yield from _fresh_database(request, tmp_path_factory)
 
 
+@pytest.fixture(params=BACKENDS)
+def database_server_url(request):
+    """For a tool that creates a database of its own: the PostgreSQL server's
+    URL, or None for SQLite."""
+    if request.param == "sqlite":
+        return None
+    _pg_or_skip()
+    return PG_URL
+
+
 @pytest.fixture(scope="session")
 def server(database_url, tmp_path_factory):
     """One live server per backend, shared by the tests that don't stop it."""

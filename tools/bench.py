@@ -60,8 +60,13 @@ from .common import non_negative_int, positive_int
 ROOT = Path(__file__).resolve().parent.parent
 now = time.monotonic
 
-# Agents one client process drives before the work is split over several.
-AGENTS_PER_PROCESS = 500
+# What one client process drives before the agents are split over several:
+# sockets, heartbeats a second and, while ramping, connects a second. No more
+# processes than that: on a shared machine each one's wake-ups and handshakes
+# take CPU from the server under test (BENCHMARKS.md).
+AGENTS_PER_PROCESS = 1500
+HEARTBEATS_PER_PROCESS = 500
+CONNECTS_PER_PROCESS = 250
 # How long dashboards may trail the agents before a phase moves on anyway.
 SETTLE_TIMEOUT = 10.0
 
@@ -502,8 +507,9 @@ def parse_args(argv=None):
                        default=PRESET["sweep_interval"], metavar="S", help="VMS_SWEEP_INTERVAL")
     client = parser.add_argument_group("client")
     client.add_argument("--agent-processes", type=positive_int, metavar="P",
-                        help=f"client processes for the agents (default: one per "
-                             f"{AGENTS_PER_PROCESS} agents)")
+                        help=f"client processes for the agents (default: enough for "
+                             f"{AGENTS_PER_PROCESS} agents, {HEARTBEATS_PER_PROCESS} "
+                             f"heartbeats/s and {CONNECTS_PER_PROCESS} connects/s each)")
     client.add_argument("--agent-compression", action="store_true",
                         help="agents offer permessage-deflate (dashboards always do; the "
                              "server accepts it with VMS_WS_COMPRESSION)")
@@ -528,8 +534,17 @@ def parse_args(argv=None):
     return args
 
 
+def agent_processes_for(nvrs, heartbeat, ramp):
+    """The default number of agent processes; ``ramp`` is None for a burst."""
+    loads = [nvrs / AGENTS_PER_PROCESS, nvrs / heartbeat / HEARTBEATS_PER_PROCESS]
+    if ramp is not None:
+        loads.append(ramp / CONNECTS_PER_PROCESS)
+    return max(1, math.ceil(max(loads)))
+
+
 def scenario_from(args):
-    processes = args.agent_processes or max(1, math.ceil(args.nvrs / AGENTS_PER_PROCESS))
+    processes = args.agent_processes or agent_processes_for(
+        args.nvrs, args.heartbeat, None if args.burst else args.ramp)
     return Scenario(nvrs=args.nvrs, cameras=args.cameras, dashboards=args.dashboards,
                     heartbeat=args.heartbeat, duration=args.duration,
                     ramp=None if args.burst else args.ramp, burst=args.burst,

@@ -1,0 +1,52 @@
+"""The load benchmark (``python -m tools.bench``) as an operator runs it: a
+small fleet against a server it starts itself, on each database. Its figures
+are not asserted here (speed lives in BENCHMARKS.md); what it counts is."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from support import ROOT
+
+from tools.bench import PRESET, agent_processes_for
+
+# Correctness, whatever the machine's speed: every agent and dashboard in,
+# every broadcast exactly once, no transition nobody caused.
+COUNTED = ("agents authenticated", "dashboards subscribed",
+           "missing broadcasts (conn / disc / stale)",
+           "duplicate broadcasts (conn / disc / stale)", "unexpected transitions")
+
+
+def test_a_small_run_counts_every_agent_and_broadcast(database_server_url, tmp_path):
+    database = ["--database-url", database_server_url] if database_server_url else []
+    result_path = tmp_path / "result.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "tools.bench", "--start-server", *database, "--nvrs", "30",
+         "--cameras-per-nvr", "2", "--dashboards", "2", "--heartbeat", "0.5",
+         "--stale-after", "1.5", "--sweep-interval", "0.5", "--duration", "2",
+         "--ramp", "100", "--disconnects", "3", "--silent", "2", "--json", str(result_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    # 1: a figure missed its target, which a loaded test machine may do.
+    assert run.returncode in (0, 1), run.stdout + run.stderr
+    result = json.loads(result_path.read_text())
+    checks = {check["figure"]: check for check in result["checks"]}
+    for figure in COUNTED:
+        assert checks[figure]["result"] == "PASS", checks[figure]
+    assert result["scenario"]["agent_processes"] == 1
+    assert result["database_kind"] == ("postgresql" if database_server_url else "sqlite")
+    assert "server CPU per heartbeat (steady)" in checks
+
+
+@pytest.mark.parametrize("nvrs, heartbeat, ramp, processes", [
+    (PRESET["nvrs"], PRESET["heartbeat"], PRESET["ramp"], 2),  # heartbeats and connects
+    (5000, 10.0, 500.0, 4),    # sockets
+    (8000, 10.0, 500.0, 6),
+    (1000, 10.0, 100.0, 1),
+    (30000, 10.0, None, 20),   # a burst: no connect rate to split
+    (1000, 0.5, None, 4),      # 2,000 heartbeats a second
+])
+def test_agents_are_split_over_as_few_processes_as_the_load_allows(nvrs, heartbeat, ramp,
+                                                                   processes):
+    assert agent_processes_for(nvrs, heartbeat, ramp) == processes
