@@ -363,3 +363,24 @@ def test_a_queued_burst_travels_as_one_redis_message_per_batch(redis_url):
         counter.close()
         for bus in (sender, receiver):
             bus.stop()
+
+
+def test_a_line_the_listener_cannot_carry_out_costs_that_line_only(redis_url):
+    """A malformed command (another release, a bug) is logged and skipped;
+    the rest of its batch and later messages still arrive."""
+    prefix = unique("vmsapp-test-bad-line")
+    registry = Registry()
+    watcher = DashboardSession(peer=None)
+    registry.add_dashboard(watcher)
+    receiver = RedisBus(registry, redis_url, prefix=prefix)
+    receiver.start()
+    try:
+        wait_until(lambda: receiver.redis.pubsub_numsub(receiver.channel)[0][1] == 1,
+                   message="the receiver subscribed")
+        receiver.redis.publish(receiver.channel, "\n".join([
+            "elsewhere", 'b {"n":1}', "c not-json", "x what", 'b {"n":2}']))
+        receiver.redis.publish(receiver.channel, 'elsewhere\nb {"n":3}')
+
+        assert drain_until(watcher, 3) == ['{"n":1}', '{"n":2}', '{"n":3}']
+    finally:
+        receiver.stop()

@@ -77,11 +77,17 @@ def handle_dashboard(peer, fields):
                                "dashboard")
             return None
     session = DashboardSession(peer)
+    registry = current_registry()
     # Subscribed before the snapshot is read, so no change falls in between.
-    current_registry().add_dashboard(session)
+    registry.add_dashboard(session)
+    try:
+        peer.send(protocol.encode(protocol.dashboard_ok()))
+        send_snapshot(peer)
+    except BaseException:
+        # Never served: it must not go on collecting broadcasts.
+        registry.remove_dashboard(session)
+        raise
     log.info("dashboard connected from %s", peer.address)
-    peer.send(protocol.encode(protocol.dashboard_ok()))
-    send_snapshot(peer)
     return session
 
 

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 BROADCAST = "b"
 COMMAND = "c"
 # A Redis message is the sender's origin, then one "<kind> <payload>" line per
-# bus message. Payloads are compact JSON, which never holds a raw newline.
+# bus message. Payloads are json.dumps output, which escapes every control
+# character, so never holds a raw newline.
 LINE = "\n"
 # Each process writes its connection counts to a key of its own every
 # STATS_PERIOD; a key not refreshed expires, so a dead worker drops out of
@@ -150,13 +151,21 @@ class RedisBus:
         if origin == self.origin:
             return
         for line in lines.split(LINE):
-            kind, _, payload = line.partition(" ")
-            if kind == BROADCAST:
-                self.registry.deliver(payload)
-            elif kind == COMMAND:
-                command = json.loads(payload)
-                self.registry.close_nvr(command["nvr_id"], command["code"], command["reason"],
-                                        command["keep"])
+            try:
+                self._carry_out(line)
+            except Exception:  # noqa: BLE001 — one bad line must not end the listener
+                log.exception("Redis bus: cannot carry out %r", line[:200])
+
+    def _carry_out(self, line):
+        kind, _, payload = line.partition(" ")
+        if kind == BROADCAST:
+            self.registry.deliver(payload)
+        elif kind == COMMAND:
+            command = json.loads(payload)
+            self.registry.close_nvr(command["nvr_id"], command["code"], command["reason"],
+                                    command["keep"])
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
 
     def _reporter(self):
         while not self._stopping.wait(STATS_PERIOD):

@@ -1,0 +1,34 @@
+"""The /ws message handlers called in-process, for what a live socket cannot
+easily provoke."""
+
+import pytest
+from simple_websocket import ConnectionClosed
+from support import ADMIN_KEY
+
+from vmsapp.realtime import handlers
+from vmsapp.realtime.registry import current_registry
+
+
+class LeavingPeer:
+    """A dashboard that is gone by the time its snapshot is sent."""
+
+    address, bearer = "192.0.2.9", None
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, text):
+        if '"snapshot"' in text:
+            raise ConnectionClosed(1006, "gone")
+        self.sent.append(text)
+
+
+def test_a_dashboard_that_never_got_its_snapshot_is_not_left_subscribed(app):
+    with app.app_context():
+        peer = LeavingPeer()
+
+        with pytest.raises(ConnectionClosed):
+            handlers.handle_dashboard(peer, {"token": ADMIN_KEY})
+
+        assert peer.sent == ['{"type":"dashboard_ok"}']
+        assert current_registry().dashboards() == []
