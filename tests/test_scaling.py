@@ -366,8 +366,9 @@ def test_a_queued_burst_travels_as_one_redis_message_per_batch(redis_url):
 
 
 def test_a_line_the_listener_cannot_carry_out_costs_that_line_only(redis_url):
-    """A malformed command (another release, a bug) is logged and skipped;
-    the rest of its batch and later messages still arrive."""
+    """A malformed command (a bug, a newer release) is logged and skipped; the
+    rest of its batch and later messages still arrive, and so do messages in the
+    format of the release before batching."""
     prefix = unique("vmsapp-test-bad-line")
     registry = Registry()
     watcher = DashboardSession(peer=None)
@@ -380,7 +381,9 @@ def test_a_line_the_listener_cannot_carry_out_costs_that_line_only(redis_url):
         receiver.redis.publish(receiver.channel, "\n".join([
             "elsewhere", 'b {"n":1}', "c not-json", "x what", 'b {"n":2}']))
         receiver.redis.publish(receiver.channel, 'elsewhere\nb {"n":3}')
+        # As a worker of the release before batching sends it, during a deploy.
+        receiver.redis.publish(receiver.channel, 'older b {"n":4}')
 
-        assert drain_until(watcher, 3) == ['{"n":1}', '{"n":2}', '{"n":3}']
+        assert drain_until(watcher, 4) == ['{"n":1}', '{"n":2}', '{"n":3}', '{"n":4}']
     finally:
         receiver.stop()

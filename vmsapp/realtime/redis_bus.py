@@ -51,9 +51,7 @@ class RedisBus:
         self.registry = registry
         self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2,
                                           health_check_interval=10)
-        # Versioned: a process of an older release, which read one bus message
-        # per Redis message, never reads a batch as one.
-        self.channel = f"{prefix}:bus:2"
+        self.channel = f"{prefix}:bus"
         self.origin = uuid.uuid4().hex[:12]
         self.stats_pattern = f"{prefix}:worker:*"
         self.stats_key = f"{prefix}:worker:{self.origin}"
@@ -147,7 +145,9 @@ class RedisBus:
                 pubsub.close()
 
     def _receive(self, data):
-        origin, _, lines = data.partition(LINE)
+        # A worker of an earlier release, still running during a deploy, sends
+        # one "<origin> <kind> <payload>" per Redis message, with no newline.
+        origin, _, lines = data.partition(LINE if LINE in data else " ")
         if origin == self.origin:
             return
         for line in lines.split(LINE):
