@@ -3,6 +3,7 @@
 import os
 import resource
 import socket
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -54,3 +55,34 @@ def test_a_look_without_waiting_sees_frames_on_any_descriptor():
         assert peer._wait_readable(0) is False
         client.sendall(b"frame")
         assert peer._wait_readable(0) is True
+
+
+def test_a_peer_heard_from_regularly_is_woken_only_by_its_frames():
+    """Each wait moves the one timer to the new deadline: a timer left at an
+    older deadline would fire once a silence period for every agent, waking
+    the worker for nothing. When the frames stop, it fires once, on time."""
+    import gevent
+
+    client, server = socket.socketpair()
+    with client, server:
+        peer = make_peer(server, NoReader())
+        fired = []
+        wake = peer._on_timer
+        peer._on_timer = lambda: fired.append(time.monotonic()) or wake()
+
+        def send_frames():
+            for _ in range(12):
+                gevent.sleep(0.05)
+                client.send(b"x")
+
+        sender = gevent.spawn(send_frames)
+        for _ in range(12):
+            assert peer._wait_readable(0.2) is True
+            server.recv(16)
+        sender.join()
+        assert fired == []
+
+        started = time.monotonic()
+        assert peer._wait_readable(0.2) is False
+        assert len(fired) == 1 and fired[0] - started >= 0.2
+        peer._stop_timer()

@@ -33,6 +33,10 @@ _poll = monkey.get_original("select", "poll")
 # A peer that takes longer than this to accept a frame is treated as gone,
 # so no writer stays blocked on a dead TCP connection.
 SEND_TIMEOUT = 10.0
+# How much later than asked a wait may end when its timer is restarted
+# rather than replaced (``Peer._schedule_wake``); far inside the half second
+# stale detection is allowed.
+TIMER_SLACK = 0.05
 
 
 class ReaderThread(threading.Thread):
@@ -101,6 +105,7 @@ class Peer:
         self._readable = None  # under gevent: the socket's read watcher (see receive)
         self._timer = None  # under gevent: wakes receive at a deadline (see _wait_readable)
         self._timer_at = math.inf
+        self._timer_period = math.inf
         self._waiting = None  # the greenlet waiting in _wait_readable, if one is
         try:
             ws.sock.settimeout(SEND_TIMEOUT)
@@ -152,11 +157,9 @@ class Peer:
         """Whether the socket became readable within ``timeout``; raises what
         ``close()`` throws in to wake us.
 
-        One timer per peer, armed only when the deadline comes earlier than
-        the one it is armed for: an agent's deadline moves later with every
-        message, and a timeout object per wait was 3-4 % of a worker's CPU. A
-        timer armed for an older, earlier deadline wakes us early; we wait on.
-        With no time left it only asks the kernel, in one poll(): a dashboard
+        One timer per peer (a timeout object per wait was 3-4 % of a worker's
+        CPU), moved to each wait's deadline: ``_schedule_wake``. With no time
+        left it only asks the kernel, in one poll(): a dashboard
         looks for frames after every batch it writes, and a trip through the
         event loop each time would delay it behind every other socket's work."""
         if timeout <= 0:
@@ -170,8 +173,7 @@ class Peer:
             return bool(poller.poll(0))
         at = time.monotonic() + timeout
         while True:
-            if at < self._timer_at:
-                self._arm_timer(at)
+            self._schedule_wake(at)
             self._waiting = getcurrent()
             try:
                 wait_on_watcher(self._readable)
@@ -182,15 +184,35 @@ class Peer:
             finally:
                 self._waiting = None
 
-    def _arm_timer(self, at):
+    def _schedule_wake(self, at):
+        """Have the timer fire at ``at`` (up to ``TIMER_SLACK`` later).
+
+        An agent waits for its silence deadline, one silence period after its
+        last message, so nearly every wait asks for the delay the last one
+        did: the timer is restarted from now (libev's ``ev_timer_again``, well
+        under a microsecond). Left armed for the old deadline instead, it would
+        fire once a silence period for every agent, wake the worker for
+        nothing and cost more than all the agent's heartbeats (BENCHMARKS.md)."""
+        now = time.monotonic()
+        if self._timer is not None and abs(at - now - self._timer_period) <= TIMER_SLACK:
+            self._timer.again(self._on_timer)
+            self._timer_at = now + self._timer_period
+        elif at != self._timer_at:
+            self._arm_timer(at, now)
+
+    def _arm_timer(self, at, now):
         self._stop_timer()
-        self._timer = get_hub().loop.timer(max(0.0, at - time.monotonic()), ref=False)
+        delay = max(0.0, at - now)
+        # Repeating, which ``again`` needs; ``_on_timer`` stops it each time.
+        self._timer_period = max(delay, TIMER_SLACK)
+        self._timer = get_hub().loop.timer(delay, self._timer_period, ref=False)
         self._timer.start(self._on_timer)
         self._timer_at = at
 
     def _on_timer(self):
         """In the hub: wake the connection's greenlet if it is waiting in
         ``_wait_readable`` (a no-op otherwise), as gevent's own timeouts do."""
+        self._timer.stop()
         self._timer_at = math.inf
         if self._waiting is not None:
             self._waiting.throw(_Timeout())
