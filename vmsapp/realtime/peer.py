@@ -191,8 +191,8 @@ class Peer:
         last message, so nearly every wait asks for the delay the last one
         did: the timer is restarted from now (libev's ``ev_timer_again``, well
         under a microsecond). Left armed for the old deadline instead, it would
-        fire once a silence period for every agent, wake the worker for
-        nothing and cost more than all the agent's heartbeats (BENCHMARKS.md)."""
+        fire once a silence period for every agent and wake the worker for
+        nothing, each firing costing about what a heartbeat does (BENCHMARKS.md)."""
         now = time.monotonic()
         if self._timer is not None and abs(at - now - self._timer_period) <= TIMER_SLACK:
             self._timer.again(self._on_timer)
