@@ -33,9 +33,9 @@ _poll = monkey.get_original("select", "poll")
 # A peer that takes longer than this to accept a frame is treated as gone,
 # so no writer stays blocked on a dead TCP connection.
 SEND_TIMEOUT = 10.0
-# How much later than asked a wait may end when its timer is restarted
-# rather than replaced (``Peer._schedule_wake``); far inside the half second
-# stale detection is allowed.
+# How far from the asked deadline a restarted timer may fire, either way
+# (``Peer._schedule_wake``): far inside the half second after VMS_STALE_AFTER
+# that stale detection is allowed.
 TIMER_SLACK = 0.05
 
 
@@ -104,7 +104,6 @@ class Peer:
         self._lock = threading.RLock()
         self._readable = None  # under gevent: the socket's read watcher (see receive)
         self._timer = None  # under gevent: wakes receive at a deadline (see _wait_readable)
-        self._timer_at = math.inf
         self._timer_period = math.inf
         self._waiting = None  # the greenlet waiting in _wait_readable, if one is
         try:
@@ -185,35 +184,36 @@ class Peer:
                 self._waiting = None
 
     def _schedule_wake(self, at):
-        """Have the timer fire at ``at`` (up to ``TIMER_SLACK`` later).
+        """Have the timer fire at ``at``, give or take ``TIMER_SLACK``.
 
         An agent waits for its silence deadline, one silence period after its
         last message, so nearly every wait asks for the delay the last one
         did: the timer is restarted from now (libev's ``ev_timer_again``, well
         under a microsecond). Left armed for the old deadline instead, it would
         fire once a silence period for every agent and wake the worker for
-        nothing, each firing costing about what a heartbeat does (BENCHMARKS.md)."""
+        nothing, each firing costing about what a heartbeat does (BENCHMARKS.md).
+        Any other deadline gets a timer of its own. A restarted timer that
+        fires a little early wakes us before ``at``; we wait on, on a new one."""
         now = time.monotonic()
         if self._timer is not None and abs(at - now - self._timer_period) <= TIMER_SLACK:
             self._timer.again(self._on_timer)
-            self._timer_at = now + self._timer_period
-        elif at != self._timer_at:
+        else:
             self._arm_timer(at, now)
 
     def _arm_timer(self, at, now):
         self._stop_timer()
         delay = max(0.0, at - now)
-        # Repeating, which ``again`` needs; ``_on_timer`` stops it each time.
+        # Repeating, which ``again`` needs (with no repeat it would stop the
+        # timer, and the wait would last until a frame came), so never 0;
+        # ``_on_timer`` stops it each time it fires.
         self._timer_period = max(delay, TIMER_SLACK)
         self._timer = get_hub().loop.timer(delay, self._timer_period, ref=False)
         self._timer.start(self._on_timer)
-        self._timer_at = at
 
     def _on_timer(self):
         """In the hub: wake the connection's greenlet if it is waiting in
         ``_wait_readable`` (a no-op otherwise), as gevent's own timeouts do."""
         self._timer.stop()
-        self._timer_at = math.inf
         if self._waiting is not None:
             self._waiting.throw(_Timeout())
 
@@ -221,7 +221,6 @@ class Peer:
         if self._timer is not None:
             self._timer.close()
             self._timer = None
-        self._timer_at = math.inf
 
     def _read_available(self):
         """Feed what the socket holds to simple-websocket's protocol handling
