@@ -260,3 +260,19 @@ def dashboard(server, key=ADMIN_KEY):
     client.expect_type("dashboard_ok")
     client.expect_type("snapshot")
     return client
+
+
+class AnsweringPeer:
+    """What a /ws handler called in-process needs of a socket: it records what
+    it is sent, and closing it fails the test."""
+
+    address, bearer = "192.0.2.7", None
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, text):
+        self.sent.append(text)
+
+    def close(self, code, reason=""):
+        raise AssertionError(f"closed {code}: {reason}")

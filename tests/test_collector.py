@@ -3,7 +3,7 @@
 import gc
 
 import pytest
-from support import wait_until
+from support import AnsweringPeer, wait_until
 
 from vmsapp import collector, fleet
 from vmsapp.clock import now
@@ -120,28 +120,13 @@ def test_the_watch_thread_ends_the_hold_and_collects(monkeypatch):
     assert gc.get_threshold() == (700, 10, 100)
 
 
-class Peer:
-    """What ``handle_auth`` needs of a socket: it only answers."""
-
-    address, bearer = "192.0.2.7", None
-
-    def __init__(self):
-        self.sent = []
-
-    def send(self, text):
-        self.sent.append(text)
-
-    def close(self, code, reason=""):
-        raise AssertionError(f"closed {code}: {reason}")
-
-
 def test_every_agent_that_authenticates_counts_toward_a_storm(app, monkeypatch):
     counted = []
     monkeypatch.setattr(collector.hold, "agent_connected", lambda: counted.append(1))
     with app.app_context():
         nvr = fleet.create_nvr({"name": "Storm", "hostname": "storm-nvr"}, now())
         token = nvr.token
-        peer = Peer()
+        peer = AnsweringPeer()
 
         session = handlers.handle_auth(peer, {"hostname": "storm-nvr", "token": token})
         current_registry().remove_nvr(session)

@@ -3,24 +3,19 @@ easily provoke."""
 
 import pytest
 from simple_websocket import ConnectionClosed
-from support import ADMIN_KEY
+from support import ADMIN_KEY, AnsweringPeer
 
 from vmsapp.realtime import handlers
 from vmsapp.realtime.registry import current_registry
 
 
-class LeavingPeer:
+class LeavingPeer(AnsweringPeer):
     """A dashboard that is gone by the time its snapshot is sent."""
-
-    address, bearer = "192.0.2.9", None
-
-    def __init__(self):
-        self.sent = []
 
     def send(self, text):
         if '"snapshot"' in text:
             raise ConnectionClosed(1006, "gone")
-        self.sent.append(text)
+        super().send(text)
 
 
 def test_a_dashboard_that_never_got_its_snapshot_is_not_left_subscribed(app):

@@ -275,35 +275,43 @@ def drain_until(watcher, count):
     return received + watcher.take(0)
 
 
+def watched_bus(redis_url, prefix):
+    """A bus on a registry of its own, not started, and the one dashboard
+    session that registry holds: ``(bus, watcher)``."""
+    registry = Registry()
+    watcher = DashboardSession(peer=None)
+    registry.add_dashboard(watcher)
+    return RedisBus(registry, redis_url, prefix=prefix), watcher
+
+
+def subscribers(bus):
+    """How many listeners Redis counts on ``bus``'s channel."""
+    return bus.redis.pubsub_numsub(bus.channel)[0][1]
+
+
 def test_a_burst_of_broadcasts_reaches_the_other_workers_dashboards_whole_and_in_order(
         redis_url):
     """The publisher sends what has queued up as one Redis message: nothing
     lost, nothing reordered, nothing echoed back to the sender."""
     prefix = unique("vmsapp-test-burst")
-    buses, watchers = [], []
-    for _ in range(2):
-        registry = Registry()
-        watcher = DashboardSession(peer=None)
-        registry.add_dashboard(watcher)
-        bus = RedisBus(registry, redis_url, prefix=prefix)
+    (sender, at_sender_watcher), (receiver, at_receiver_watcher) = (
+        watched_bus(redis_url, prefix) for _ in range(2))
+    buses = (sender, receiver)
+    for bus in buses:
         bus.start()
-        buses.append(bus)
-        watchers.append(watcher)
-    sender, receiver = buses
     try:
-        wait_until(lambda: sender.redis.pubsub_numsub(sender.channel)[0][1] == 2,
-                   message="both listeners subscribed")
+        wait_until(lambda: subscribers(sender) == 2, message="both listeners subscribed")
         # Newlines in a payload's strings must not split a bus message.
         messages = [{"type": "marker", "n": n, "text": "a\nb\r\n"} for n in range(2000)]
         for message in messages:
             sender.publish(message)
         sent = [protocol.encode(message) for message in messages]
 
-        at_receiver = drain_until(watchers[1], len(sent))
+        at_receiver = drain_until(at_receiver_watcher, len(sent))
         assert at_receiver == sent
         # The receiver's answer reaches the sender after any echo of its own burst.
         receiver.publish({"type": "marker", "n": "last"})
-        at_sender = drain_until(watchers[0], len(sent) + 1)
+        at_sender = drain_until(at_sender_watcher, len(sent) + 1)
         assert at_sender == sent + [protocol.encode({"type": "marker", "n": "last"})]
     finally:
         for bus in buses:
@@ -328,18 +336,15 @@ def test_a_queued_burst_travels_as_one_redis_message_per_batch(redis_url):
     reconnect storm costs Redis and every other worker a read per batch, not
     two per agent. A command in the batch is carried out too."""
     prefix = unique("vmsapp-test-batch")
-    receiving = Registry()
-    watcher = DashboardSession(peer=None)
-    receiving.add_dashboard(watcher)
+    receiver, watcher = watched_bus(redis_url, prefix)
     older = ClosedRecorder(nvr_id=7, connection_id="older")
-    receiving.add_nvr(older)
-    receiver = RedisBus(receiving, redis_url, prefix=prefix)
-    sender = RedisBus(Registry(), redis_url, prefix=prefix)
+    receiver.registry.add_nvr(older)
+    sender, _ = watched_bus(redis_url, prefix)
     counter = sender.redis.pubsub(ignore_subscribe_messages=True)
     counter.subscribe(sender.channel)
     receiver.start()
     try:
-        wait_until(lambda: sender.redis.pubsub_numsub(sender.channel)[0][1] == 2,
+        wait_until(lambda: subscribers(sender) == 2,
                    message="the receiver and the counter subscribed")
         # Queued before the sender's publisher starts, so its batches are full.
         total = 2 * PUBLISH_BATCH + 1
@@ -369,15 +374,10 @@ def test_a_line_the_listener_cannot_carry_out_costs_that_line_only(redis_url):
     """A malformed command (a bug, a newer release) is logged and skipped; the
     rest of its batch and later messages still arrive, and so do messages in the
     format of the release before batching."""
-    prefix = unique("vmsapp-test-bad-line")
-    registry = Registry()
-    watcher = DashboardSession(peer=None)
-    registry.add_dashboard(watcher)
-    receiver = RedisBus(registry, redis_url, prefix=prefix)
+    receiver, watcher = watched_bus(redis_url, unique("vmsapp-test-bad-line"))
     receiver.start()
     try:
-        wait_until(lambda: receiver.redis.pubsub_numsub(receiver.channel)[0][1] == 1,
-                   message="the receiver subscribed")
+        wait_until(lambda: subscribers(receiver) == 1, message="the receiver subscribed")
         receiver.redis.publish(receiver.channel, "\n".join([
             "elsewhere", 'b {"n":1}', "c not-json", "x what", 'b {"n":2}']))
         receiver.redis.publish(receiver.channel, 'elsewhere\nb {"n":3}')
