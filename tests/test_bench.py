@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from support import ROOT
@@ -61,3 +62,43 @@ def test_a_small_run_counts_every_agent_and_broadcast(database_server_url, tmp_p
 def test_agents_are_split_over_as_few_processes_as_the_load_allows(nvrs, heartbeat, ramp,
                                                                    processes):
     assert agent_processes_for(nvrs, heartbeat, ramp) == processes
+
+
+def _children(pid):
+    """Processes whose parent is ``pid``, as {pid: command line}."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                children[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return children
+
+
+def test_sigterm_stops_the_server_it_started(tmp_path):
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "tools.bench", "--start-server", "--nvrs", "5",
+         "--dashboards", "1", "--heartbeat", "1", "--stale-after", "3", "--silent", "0",
+         "--disconnects", "0",
+         "--sweep-interval", "1", "--duration", "60", "--json", str(tmp_path / "r.json")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in bench.stdout:
+            lines.append(line)
+            if " steady " in line:
+                break
+        servers = [pid for pid, command in _children(bench.pid).items() if b"gunicorn" in command]
+        assert len(servers) == 1, "".join(lines)
+        bench.send_signal(signal.SIGTERM)
+        lines.extend(bench.stdout)
+        assert bench.wait(timeout=60) == 130, "".join(lines)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+    # The bench reaped it: no such process any more, not even a zombie.
+    assert not Path(f"/proc/{servers[0]}").exists(), "".join(lines)
+    assert "stopping the server" in "".join(lines)

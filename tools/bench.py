@@ -353,12 +353,14 @@ class Benchmark:
                 self.say("database", f"cannot read write counters: {error}")
 
     def teardown(self):
-        # A second Ctrl-C must not leave a server or a database behind.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # A second Ctrl-C or SIGTERM must not leave a server or a database behind.
+        previous = {signum: signal.signal(signum, signal.SIG_IGN)
+                    for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._teardown()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def _teardown(self):
         if self.monitor is not None:
@@ -562,8 +564,15 @@ def positive_float(text):
     return value
 
 
+def _stop_on_sigterm(signum, frame):
+    """``kill``, a CI timeout or a terminal closing sends SIGTERM: stop as Ctrl-C
+    does, so the server the bench started and its database go with it."""
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     scenario = scenario_from(args)
     print("vmsapp bench: " + ", ".join(f"{k}={v}" for k, v in asdict(scenario).items()),
           flush=True)
