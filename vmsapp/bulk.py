@@ -3,9 +3,16 @@
 Heartbeats' ``last_seen`` and a reconnect storm's claims and event rows are
 written thousands of rows a second. A Core executemany spent 15-50 µs a row in
 SQLAlchemy's parameter handling, a fifth of the worker's CPU at the preset
-(BENCHMARKS.md). Here each value goes through its column type's bind processor
-once and then straight to the driver: PostgreSQL gets one statement over binary
-arrays (``unnest``), SQLite an executemany of a plain statement."""
+(BENCHMARKS.md). PostgreSQL takes the rows as one array per column, turned
+back into rows by ``unnest``, in one of two forms:
+
+- ``insert`` and ``update_by_id``: the whole statement, its SQL written here
+  and its values converted once per column and sent as binary arrays (SQLite
+  gets an executemany of a plain statement instead);
+- ``unnest_table`` and ``unnest_values``: the rows as a table to compose into
+  a larger SQLAlchemy statement (a claim and status move in one statement)."""
+
+import sqlalchemy as sa
 
 
 def insert(connection, table, rows):
@@ -45,6 +52,28 @@ def update_by_id(connection, table, rows):
         connection.exec_driver_sql(
             f"UPDATE {table.name} SET {assignments} WHERE id = ?",
             _as_tuples(connection, columns[1:] + columns[:1], rows))
+
+
+def unnest_table(name, **types):
+    """A table ``name`` of rows given column by column, ``column=type``, for a
+    PostgreSQL statement built with SQLAlchemy: one ``unnest`` of array
+    parameters, however many rows, so the statement is the same object for
+    every batch (and compiled once). The values go with its execution:
+    ``unnest_values``."""
+    arrays = [sa.bindparam(_unnest_parameter(name, column), type_=sa.ARRAY(type_))
+              for column, type_ in types.items()]
+    return sa.func.unnest(*arrays).table_valued(*types).render_derived(name=name)
+
+
+def unnest_values(name, **columns):
+    """The execution parameters of ``unnest_table(name, …)``: ``column=values`` each."""
+    return {_unnest_parameter(name, column): list(values) for column, values in columns.items()}
+
+
+def _unnest_parameter(name, column):
+    # Never a column's name: an execution parameter named like a column of a
+    # table the statement updates would be added to what it sets.
+    return f"rows_{name}_{column}"
 
 
 def _arrays(connection, columns):

@@ -113,7 +113,7 @@ def _connect_in_one_statement(batch):
     five (two when the pooled connection has been idle: ``database``)."""
     nvr_ids, connections, moments = zip(*batch)
     with autocommit_connection() as connection:
-        rows = connection.execute(_connect_statement(), _row_values(
+        rows = connection.execute(_connect_statement(), bulk.unnest_values(
             "claims", nvr_id=nvr_ids, connection_id=connections, at=moments)).all()
     at = dict(zip(nvr_ids, moments))
     return [_transition(row, sorted(row.camera_ids or []), OFFLINE, ONLINE, CONNECTED, at)
@@ -129,7 +129,8 @@ def _connect_statement():
     Each row is locked (FOR UPDATE) as its status is read, so the status it
     had before the claim is the one the claim replaced, whatever another
     worker committed meanwhile."""
-    claims = _rows("claims", nvr_id=sa.Integer, connection_id=sa.String, at=UtcDateTime())
+    claims = bulk.unnest_table("claims", nvr_id=sa.Integer, connection_id=sa.String,
+                                at=UtcDateTime())
     # Locked in id order, as every connect batch locks: two workers' batches
     # sharing NVRs wait for each other instead of deadlocking.
     before = (sa.select(NVRS.c.id, NVRS.c.status)
@@ -280,8 +281,8 @@ def _move_nvrs_in_one_statement(conditions, previous, status, reason, at):
     round trip instead of three. Under a reconnect storm each round trip waits
     for the event loop's turn, so round trips, not the database, set the pace."""
     if isinstance(at, dict):
-        moments = _rows("moments", nvr_id=sa.Integer, at=UtcDateTime())
-        parameters = _row_values("moments", nvr_id=at.keys(), at=at.values())
+        moments = bulk.unnest_table("moments", nvr_id=sa.Integer, at=UtcDateTime())
+        parameters = bulk.unnest_values("moments", nvr_id=at.keys(), at=at.values())
         update, moment = sa.update(NVRS).where(NVRS.c.id == moments.c.nvr_id), moments.c.at
     else:
         parameters = {}
@@ -321,26 +322,6 @@ def _moved_rows(moved, changed, previous, status, reason):
     return (sa.select(moved, camera_ids.label("camera_ids"))
             .add_cte(events)
             .order_by(moved.c.id))
-
-
-def _rows(name, **types):
-    """A table ``name`` of rows given column by column, ``column=type``: one
-    PostgreSQL ``unnest`` of array parameters, however many rows. Their values
-    go with the statement's execution: ``_row_values``."""
-    arrays = [sa.bindparam(_row_parameter(name, column), type_=sa.ARRAY(type_))
-              for column, type_ in types.items()]
-    return sa.func.unnest(*arrays).table_valued(*types).render_derived(name=name)
-
-
-def _row_values(name, **columns):
-    """The parameters of ``_rows(name, …)``: ``column=values`` each."""
-    return {_row_parameter(name, column): list(values) for column, values in columns.items()}
-
-
-def _row_parameter(name, column):
-    # Never a column's name: an execution parameter named like a column of a
-    # table the statement updates would be added to what it sets.
-    return f"rows_{name}_{column}"
 
 
 # What a moved NVR's broadcast needs of its row.
