@@ -31,7 +31,9 @@ unless --keep-fleet.
 Prints progress while it runs, then a table (figure, value, target, result)
 and writes every figure, the scenario and the machine to a JSON file
 (default bench-results/bench-<time>.json). Exit status: 0 when every target
-passes, 1 when one fails, 2 when the run could not be made."""
+passes, 1 when one fails, 2 when the run could not be made, 130 after Ctrl-C
+and 128 + the signal's number after SIGTERM or SIGHUP; in every case a server
+the bench started is stopped and its database dropped."""
 
 import argparse
 import json
@@ -67,6 +69,8 @@ now = time.monotonic
 AGENTS_PER_PROCESS = 1500
 HEARTBEATS_PER_PROCESS = 500
 CONNECTS_PER_PROCESS = 250
+# Ctrl-C, then what else stops a run (kill, a CI timeout, a closed terminal).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # How long dashboards may trail the agents before a phase moves on anyway.
 SETTLE_TIMEOUT = 10.0
 
@@ -353,9 +357,8 @@ class Benchmark:
                 self.say("database", f"cannot read write counters: {error}")
 
     def teardown(self):
-        # A second Ctrl-C or SIGTERM must not leave a server or a database behind.
-        previous = {signum: signal.signal(signum, signal.SIG_IGN)
-                    for signum in (signal.SIGINT, signal.SIGTERM)}
+        # A second Ctrl-C or signal must not leave a server or a database behind.
+        previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
         try:
             self._teardown()
         finally:
@@ -364,31 +367,33 @@ class Benchmark:
 
     def _teardown(self):
         if self.monitor is not None:
-            self.monitor.stop()
+            self._attempt("stop the server monitor", self.monitor.stop)
         if self.probe is not None:
-            self.probe.stop()
+            self._attempt("stop the database probe", self.probe.stop)
         if self.pool is not None:
-            self.pool.stop(self.pool.dashboards)
+            self._attempt("close the dashboards", self.pool.stop, self.pool.dashboards)
         if self.server is not None:
             self.say("teardown", "stopping the server (SIGTERM)")
-            self.server.stop()
+            self._attempt("stop the server", self.server.stop)
         if self.pool is not None:
-            self.pool.stop()
+            self._attempt("stop the client processes", self.pool.stop)
         if self.server is None and self.fleet is not None and self.fleet.nvrs:
             if self.args.keep_fleet:
                 self.say("teardown", f"keeping the {len(self.fleet.nvrs)} bench NVRs "
                          f"(bench-{self.run_id}-*)")
             else:
                 self.say("teardown", f"deleting the {len(self.fleet.nvrs)} bench NVRs")
-                try:
-                    self.fleet.delete()
-                except Exception as error:  # noqa: BLE001
-                    self.say("teardown", f"could not delete every bench NVR: {error}")
+                self._attempt("delete every bench NVR", self.fleet.delete)
         if self.database is not None:
-            try:
-                self.database.drop()
-            except Exception as error:  # noqa: BLE001
-                self.say("teardown", f"could not drop {self.database.name}: {error}")
+            self._attempt(f"drop {self.database.name}", self.database.drop)
+
+    def _attempt(self, what, step, *args):
+        """One teardown step: a failure is said, and the steps after it still
+        run, so no server or database is left behind."""
+        try:
+            step(*args)
+        except Exception as error:  # noqa: BLE001
+            self.say("teardown", f"could not {what}: {error}")
 
     # ---- results -------------------------------------------------------------
     def report(self):
@@ -564,28 +569,43 @@ def positive_float(text):
     return value
 
 
-def _stop_on_sigterm(signum, frame):
-    """``kill``, a CI timeout or a terminal closing sends SIGTERM: stop as Ctrl-C
-    does, so the server the bench started and its database go with it."""
-    raise KeyboardInterrupt
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (``kill``, a CI job's timeout) or SIGHUP (a closed terminal)."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    """Stop as Ctrl-C does, so the server the bench started and its database
+    go with it. The first signal wins: later ones are ignored."""
+    for other in STOP_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
+    raise Stopped(signum)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     scenario = scenario_from(args)
     print("vmsapp bench: " + ", ".join(f"{k}={v}" for k, v in asdict(scenario).items()),
           flush=True)
-    bench = Benchmark(args, scenario)
+    bench = None
+    for signum in STOP_SIGNALS[1:]:
+        signal.signal(signum, _stop)
     try:
+        bench = Benchmark(args, scenario)
         return bench.run()
+    except Stopped as stopped:
+        print(f"stopped by {stopped}", file=sys.stderr)
+        return 128 + stopped.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 — the run could not be made: say why
         traceback.print_exc()
         print(f"bench: the run could not be made: {error}", file=sys.stderr)
-        if bench.server is not None:
+        if bench is not None and bench.server is not None:
             print(f"server log: {bench.server.log_path}", file=sys.stderr)
         return 2
 

@@ -54,18 +54,18 @@ def update_by_id(connection, table, rows):
             _as_tuples(connection, columns[1:] + columns[:1], rows))
 
 
-def unnest_table(name, **types):
+def unnest_table(name, /, **types):
     """A table ``name`` of rows given column by column, ``column=type``, for a
     PostgreSQL statement built with SQLAlchemy: one ``unnest`` of array
-    parameters, however many rows, so the statement is the same object for
-    every batch (and compiled once). The values go with its execution:
-    ``unnest_values``."""
+    parameters, however many rows, so a statement built on it can be built
+    once and run for every batch (``presence._connect_statement``). The values
+    go with its execution: ``unnest_values``."""
     arrays = [sa.bindparam(_unnest_parameter(name, column), type_=sa.ARRAY(type_))
               for column, type_ in types.items()]
     return sa.func.unnest(*arrays).table_valued(*types).render_derived(name=name)
 
 
-def unnest_values(name, **columns):
+def unnest_values(name, /, **columns):
     """The execution parameters of ``unnest_table(name, …)``: ``column=values`` each."""
     return {_unnest_parameter(name, column): list(values) for column, values in columns.items()}
 

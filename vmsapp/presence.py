@@ -130,7 +130,7 @@ def _connect_statement():
     had before the claim is the one the claim replaced, whatever another
     worker committed meanwhile."""
     claims = bulk.unnest_table("claims", nvr_id=sa.Integer, connection_id=sa.String,
-                                at=UtcDateTime())
+                               at=UtcDateTime())
     # Locked in id order, as every connect batch locks: two workers' batches
     # sharing NVRs wait for each other instead of deadlocking.
     before = (sa.select(NVRS.c.id, NVRS.c.status)
