@@ -52,6 +52,10 @@ def test_a_small_run_counts_every_agent_and_broadcast(database_server_url, tmp_p
     # It measured the server it started.
     assert result["figures"]["server"]["cpu_per_heartbeat_ms"] > 0
     assert result["figures"]["server"]["peak_rss_mb"] > 0
+    # The machine's speed, read before and after the run.
+    assert result["machine"]["python_loop_ms"] > 0
+    assert result["machine"]["python_loop_ms_at_end"] > 0
+    assert "ms at the end (lower is faster)" in output
 
 
 @pytest.mark.parametrize("nvrs, heartbeat, ramp, processes", [

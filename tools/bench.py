@@ -445,7 +445,10 @@ class Benchmark:
                           log=str(self.server.log_path), exit_code=self.server.process.returncode,
                           log_counts=self.server.log_counts())
         kind = self.database.kind if self.database else database_kind(self.args.database_url)
+        # Read again now the run is over: this machine's speed can change by half
+        # within minutes (BENCHMARKS.md), and one reading would hide it.
         machine = {**machine_info(), "python_loop_ms": self.python_speed_ms,
+                   "python_loop_ms_at_end": python_speed(),
                    "load_average_at_start": self.load_at_start,
                    "load_average_at_end": os.getloadavg()}
         return {"started_at": self.started_at.isoformat().replace("+00:00", "Z"),
