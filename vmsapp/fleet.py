@@ -16,7 +16,6 @@ from .extensions import db
 from .models import OFFLINE, ONLINE, Camera, Nvr, StatusEvent
 from .realtime import protocol
 from .realtime.bus import current_bus
-from .schemas import NvrSchema
 
 
 def find_nvr_by_hostname(hostname):
@@ -144,7 +143,7 @@ def encoded_snapshot():
 
 
 def _encode_snapshots(batch):
-    nvr_columns = [Nvr.__table__.c[name] for name in NvrSchema().fields]
+    nvr_columns = [Nvr.__table__.c[name] for name in protocol.SNAPSHOT_NVR_FIELDS]
     with autocommit_connection() as connection:
         nvrs = connection.execute(sa.select(*nvr_columns).order_by(Nvr.id)).all()
         cameras = connection.execute(

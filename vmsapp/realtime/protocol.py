@@ -122,7 +122,14 @@ def dashboard_ok():
     return {"type": "dashboard_ok"}
 
 
+# What a snapshot says of each NVR: its REST representation's fields, which
+# ``fleet`` reads as columns to build one.
+SNAPSHOT_NVR_FIELDS = tuple(NvrSchema().fields)
+
+
 def snapshot(nvrs, cameras):
+    """``nvrs``: mappings of ``SNAPSHOT_NVR_FIELDS``; ``cameras``: rows with id,
+    nvr_id and status."""
     return {
         "type": "snapshot",
         "nvrs": NvrSchema(many=True).dump(nvrs),
