@@ -16,6 +16,7 @@ import pytest
 from support import ROOT
 
 from tools.bench import PRESET, agent_processes_for
+from tools.bench_monitor import stat_fields
 
 # Correctness, whatever the machine's speed: every agent and dashboard in,
 # every broadcast exactly once, no transition nobody caused.
@@ -77,8 +78,7 @@ def _children(pid):
     children = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == pid:
+            if int(stat_fields(stat.parent.name)[1]) == pid:
                 children[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes()
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile
@@ -89,8 +89,8 @@ def _alive(pid):
     """Running, not exited (a zombie is an exited process nobody reaped yet:
     the bench's children go to this machine's init when the bench exits)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
+        return stat_fields(pid)[0] != b"Z"
+    except (OSError, ValueError, IndexError):
         return False
 
 

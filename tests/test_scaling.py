@@ -359,9 +359,14 @@ def test_a_queued_burst_travels_as_one_redis_message_per_batch(redis_url):
 
         # 2 * PUBLISH_BATCH + 2 bus messages: two full batches and the rest.
         redis_messages = []
-        wait_until(lambda: (message := counter.get_message(timeout=0.1)) is not None
-                   and redis_messages.append(message) or len(redis_messages) >= 3,
-                   message="three Redis messages")
+
+        def three_received():
+            message = counter.get_message(timeout=0.1)
+            if message is not None:
+                redis_messages.append(message)
+            return len(redis_messages) >= 3
+
+        wait_until(three_received, message="three Redis messages")
         assert counter.get_message(timeout=0.2) is None
         assert len(redis_messages) == 3
     finally:

@@ -69,8 +69,9 @@ now = time.monotonic
 AGENTS_PER_PROCESS = 1500
 HEARTBEATS_PER_PROCESS = 500
 CONNECTS_PER_PROCESS = 250
-# Ctrl-C, then what else stops a run (kill, a CI timeout, a closed terminal).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# What else stops a run as Ctrl-C (SIGINT) does: kill, a CI timeout, a closed terminal.
+TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = (signal.SIGINT, *TERMINATING_SIGNALS)
 # How long dashboards may trail the agents before a phase moves on anyway.
 SETTLE_TIMEOUT = 10.0
 
@@ -594,7 +595,7 @@ def main(argv=None):
     print("vmsapp bench: " + ", ".join(f"{k}={v}" for k, v in asdict(scenario).items()),
           flush=True)
     bench = None
-    for signum in STOP_SIGNALS[1:]:
+    for signum in TERMINATING_SIGNALS:
         signal.signal(signum, _stop)
     try:
         bench = Benchmark(args, scenario)

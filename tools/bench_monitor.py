@@ -13,7 +13,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _stat_fields(pid):
+def stat_fields(pid):
     """Fields of /proc/<pid>/stat after the command name (field 3 first)."""
     with open(f"/proc/{pid}/stat", "rb") as handle:
         raw = handle.read()
@@ -59,7 +59,7 @@ class ProcessTreeMonitor:
             if not entry.isdigit():
                 continue
             try:
-                ppid = int(_stat_fields(entry)[1])
+                ppid = int(stat_fields(entry)[1])
             except (OSError, ValueError, IndexError):
                 continue  # gone meanwhile
             children.setdefault(ppid, []).append(int(entry))
@@ -79,7 +79,7 @@ class ProcessTreeMonitor:
         before = now()
         for pid in pids:
             try:
-                fields = _stat_fields(pid)
+                fields = stat_fields(pid)
             except OSError:
                 continue
             self._cpu_by_pid[(pid, fields[19])] = (int(fields[11]) + int(fields[12])) / TICK

@@ -170,21 +170,24 @@ class Peer:
             poller = _poll()
             poller.register(fileno, select.POLLIN)
             return bool(poller.poll(0))
-        at = time.monotonic() + timeout
+        now = time.monotonic()
+        at = now + timeout
         while True:
-            self._schedule_wake(at)
+            self._schedule_wake(at, now)
             self._waiting = getcurrent()
             try:
                 wait_on_watcher(self._readable)
                 return True
             except _Timeout:
-                if time.monotonic() >= at:
+                now = time.monotonic()
+                if now >= at:
                     return False
             finally:
                 self._waiting = None
 
-    def _schedule_wake(self, at):
-        """Have the timer fire at ``at``, give or take ``TIMER_SLACK``.
+    def _schedule_wake(self, at, now):
+        """Have the timer fire at ``at``, give or take ``TIMER_SLACK``; ``now``
+        is the caller's reading of the clock.
 
         An agent waits for its silence deadline, one silence period after its
         last message, so nearly every wait asks for the delay the last one
@@ -194,7 +197,6 @@ class Peer:
         nothing, each firing costing about what a heartbeat does (BENCHMARKS.md).
         Any other deadline gets a timer of its own. A restarted timer that
         fires a little early wakes us before ``at``; we wait on, on a new one."""
-        now = time.monotonic()
         if self._timer is not None and abs(at - now - self._timer_period) <= TIMER_SLACK:
             self._timer.again(self._on_timer)
         else:

@@ -122,9 +122,10 @@ def dashboard_ok():
     return {"type": "dashboard_ok"}
 
 
-# What a snapshot says of each NVR: its REST representation's fields, which
-# ``fleet`` reads as columns to build one.
-SNAPSHOT_NVR_FIELDS = tuple(NvrSchema().fields)
+# An NVR as the REST API gives it, in broadcasts and snapshots alike.
+_NVR = NvrSchema()
+# What a snapshot says of each NVR, which ``fleet`` reads as columns to build one.
+SNAPSHOT_NVR_FIELDS = tuple(_NVR.fields)
 
 
 def snapshot(nvrs, cameras):
@@ -132,7 +133,7 @@ def snapshot(nvrs, cameras):
     nvr_id and status."""
     return {
         "type": "snapshot",
-        "nvrs": NvrSchema(many=True).dump(nvrs),
+        "nvrs": _NVR.dump(nvrs, many=True),
         "cameras": [{"id": c.id, "nvr_id": c.nvr_id, "status": c.status} for c in cameras],
     }
 
@@ -156,7 +157,7 @@ def camera_status(t):
 
 def nvr_changed(kind, nvr):
     """``nvr_created`` or ``nvr_updated``."""
-    return {"type": kind, "nvr": NvrSchema().dump(nvr)}
+    return {"type": kind, "nvr": _NVR.dump(nvr)}
 
 
 def nvr_deleted(nvr_id):
