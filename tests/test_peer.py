@@ -12,7 +12,8 @@ from vmsapp.realtime.peer import NoReader, Peer, ReaderThread
 
 
 def make_peer(sock, reader):
-    ws = SimpleNamespace(sock=sock, thread=reader, connected=True, ping_interval=25)
+    ws = SimpleNamespace(sock=sock, thread=reader, connected=True, ping_interval=25,
+                         environ={}, max_message_size=None)
     return Peer(ws, "127.0.0.1")
 
 

@@ -6,13 +6,14 @@ connections (replaced, deleted, server stopping). Every write, ours and the
 reader thread's, goes through one lock.
 
 Under gevent there is no reader: the connection's own greenlet reads in
-``receive`` and feeds simple-websocket's protocol handling itself. A separate
-reader cost one more greenlet switch, an event and a selector per frame, about
-a third of a heartbeat's CPU (BENCHMARKS.md)."""
+``receive`` and parses the frames itself (``framing``). A separate reader
+cost one more greenlet switch, an event and a selector per frame, about a
+third of a heartbeat's CPU (BENCHMARKS.md)."""
 
 import logging
 import math
 import select
+import socket
 import threading
 import time
 
@@ -20,10 +21,9 @@ from gevent import get_hub, getcurrent, monkey
 from gevent.socket import cancel_wait
 from gevent.socket import wait as wait_on_watcher
 from simple_websocket import ConnectionClosed
-from wsproto.connection import ConnectionState
-from wsproto.events import Ping, TextMessage
 from wsproto.frame_protocol import CloseReason
-from wsproto.utilities import LocalProtocolError
+
+from .framing import CLOSED_ERRORS, frames_for
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,17 @@ def _send_whole(sock, data):
     return len(data)
 
 
+def _write(sock, chunks):
+    """Send ``chunks`` in one write; an empty last chunk (websockets' end of
+    stream) then shuts the socket for writing, so a peer that waits for the
+    server to close after the closing handshake need not wait long."""
+    data = b"".join(chunks)
+    if data:
+        _send_whole(sock, data)
+    if chunks and not chunks[-1]:
+        sock.shutdown(socket.SHUT_WR)
+
+
 class _SerializedSocket:
     """The raw socket, with ``send`` under the peer's write lock."""
 
@@ -112,9 +123,11 @@ class Peer:
             # The peer left right after the handshake and the reader thread has
             # closed the socket already: receive() will say so.
             self._drop()
-        if isinstance(ws.thread, NoReader) and ws.connected:
+        inline = isinstance(ws.thread, NoReader) and ws.connected
+        if inline:
             self._readable = get_hub().loop.io(ws.sock.fileno(), 1)
             self._next_ping = time.monotonic() + (ws.ping_interval or 0)
+        self._frames = frames_for(ws, inline)
         self._sock = ws.sock  # the inline reader skips _SerializedSocket's __getattr__ detour
         # Route the reader thread's writes (pongs, close replies) through the lock too.
         ws.sock = _SerializedSocket(ws.sock, self._lock)
@@ -225,18 +238,18 @@ class Peer:
             self._timer = None
 
     def _read_available(self):
-        """Feed what the socket holds to simple-websocket's protocol handling
-        (messages to the input buffer; pongs and close replies written).
-        False when the connection is gone."""
-        ws = self.ws
+        """Parse what the socket holds (messages to the input buffer; pongs
+        and close replies written). False when the connection is gone."""
         try:
-            data = self._sock.recv(ws.receive_bytes)
+            data = self._sock.recv(self.ws.receive_bytes)
             if not data:
                 raise OSError("connection closed by peer")
-            ws.ws.receive_data(data)
-            ws.connected = ws._handle_events()
+            replies = self._frames.receive(data)
+            if replies:
+                with self._lock:
+                    _write(self._sock, replies)
             return True
-        except (OSError, LocalProtocolError):
+        except (OSError, *CLOSED_ERRORS):
             self._drop()
             return False
 
@@ -262,8 +275,8 @@ class Peer:
         ws.pong_received = False
         with self._lock:
             try:
-                ws.sock.send(ws.ws.send(Ping()))
-            except (OSError, LocalProtocolError):
+                _write(self._sock, self._frames.ping())
+            except (OSError, *CLOSED_ERRORS):
                 self._drop()
 
     def send(self, text):
@@ -279,10 +292,9 @@ class Peer:
                 raise ConnectionClosed(ws.close_reason, ws.close_message)
             try:
                 # The raw socket: the lock is held already.
-                _send_whole(self._sock, b"".join(ws.ws.send(TextMessage(data=text))
-                                                 for text in texts))
-            except (OSError, LocalProtocolError) as error:
-                # LocalProtocolError: another thread closed the socket meanwhile.
+                _write(self._sock, self._frames.encode(texts))
+            except (OSError, *CLOSED_ERRORS) as error:
+                # CLOSED_ERRORS: another thread closed the connection meanwhile.
                 self._drop()
                 raise ConnectionClosed(1006, str(error)) from None
 
@@ -291,8 +303,8 @@ class Peer:
         with self._lock:
             if self.ws.connected:
                 try:
-                    self.ws.close(code, reason)
-                except (ConnectionClosed, OSError):
+                    _write(self._sock, self._frames.close(code, reason))
+                except (OSError, *CLOSED_ERRORS):
                     self._drop()
         self._wake()
 
@@ -313,7 +325,7 @@ class Peer:
             ws.thread.join(timeout)  # the reader thread ends on the peer's close frame
             return
         deadline = time.monotonic() + timeout
-        while ws.ws.state is not ConnectionState.CLOSED:
+        while not self._frames.finished:
             try:
                 if not self._wait_readable(deadline - time.monotonic()):
                     return

@@ -1,0 +1,241 @@
+"""WebSocket framing as RFC 6455 asks, frame by frame, from a raw socket: what
+a client library would never send (fragments around a ping, broken UTF-8,
+unmasked frames) and what it does for you (pongs, close replies)."""
+
+import base64
+import json
+import os
+import socket
+import time
+
+import pytest
+from support import ADMIN_KEY, auth, dashboard, nvr_agent
+from websockets.frames import Close, Frame, Opcode
+from websockets.protocol import Protocol, Side, State
+
+
+class RawPeer:
+    """A WebSocket client that sends frames exactly as given and keeps every
+    frame the server sends (websockets' protocol parses them)."""
+
+    def __init__(self, server):
+        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += self.sock.recv(4096)
+        head, rest = response.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        self.protocol = Protocol(Side.CLIENT, state=State.OPEN)
+        self.frames = []
+        self.ended = False  # the server shut its side of the TCP connection
+        if rest:
+            self._feed(rest)
+
+    def send_frame(self, opcode, data, fin=True):
+        frame = Frame(opcode, data.encode() if isinstance(data, str) else data, fin)
+        self.sock.sendall(frame.serialize(mask=True, extensions=()))
+
+    def send_text(self, text):
+        self.send_frame(Opcode.TEXT, text)
+
+    def _feed(self, data):
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.ended = True
+            self.protocol.receive_eof()
+        self.frames += self.protocol.events_received()
+
+    def expect(self, predicate, timeout=5.0, what="a frame"):
+        """The first frame received (already, or within ``timeout``) that matches."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for frame in self.frames:
+                if predicate(frame):
+                    return frame
+            remaining = deadline - time.monotonic()
+            if self.ended or remaining <= 0:
+                raise AssertionError(f"no {what}; got {self.frames[-5:]}")
+            self.sock.settimeout(remaining)
+            try:
+                self._feed(self.sock.recv(65536))
+            except TimeoutError:
+                pass
+
+    def expect_message(self, kind, timeout=5.0):
+        """The first text message of type ``kind``, parsed."""
+        frame = self.expect(lambda f: f.opcode is Opcode.TEXT and
+                            json.loads(f.data).get("type") == kind, timeout, what=kind)
+        return json.loads(frame.data)
+
+    def ended_within(self, timeout):
+        """Whether the server shuts its side of the connection within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not self.ended and time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                self._feed(self.sock.recv(65536))
+            except TimeoutError:
+                pass
+        return self.ended
+
+    def close_code(self, timeout=5.0):
+        """The code of the server's close frame."""
+        frame = self.expect(lambda f: f.opcode is Opcode.CLOSE, timeout, what="a close frame")
+        return Close.parse(frame.data).code
+
+    def answer(self):
+        """Send what websockets' protocol owes the server (pongs, close replies)."""
+        for data in self.protocol.data_to_send():
+            if data:
+                self.sock.sendall(data)
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def raw(server):
+    peers = []
+
+    def connect():
+        peers.append(RawPeer(server))
+        return peers[-1]
+
+    yield connect
+    for peer in peers:
+        peer.close()
+
+
+def authenticated(server, raw):
+    nvr = server.create_nvr()
+    agent = raw()
+    agent.send_text(json.dumps(auth(server, nvr["hostname"])))
+    agent.expect_message("auth_ok")
+    return agent
+
+
+def test_a_message_in_fragments_around_a_ping_is_read_whole_and_the_ping_answered(server, raw):
+    nvr = server.create_nvr()
+    agent = raw()
+    text = json.dumps(auth(server, nvr["hostname"]))
+
+    agent.send_frame(Opcode.TEXT, text[:7], fin=False)
+    agent.send_frame(Opcode.PING, b"between")  # control frames may come between fragments
+    agent.send_frame(Opcode.CONT, text[7:20], fin=False)
+    agent.send_frame(Opcode.CONT, text[20:])
+
+    pong = agent.expect(lambda f: f.opcode is Opcode.PONG, what="a pong")
+    assert pong.data == b"between"
+    assert agent.expect_message("auth_ok")["hostname"] == nvr["hostname"]
+
+
+def test_a_character_split_between_fragments_is_read_whole(server, raw):
+    agent = authenticated(server, raw)
+    encoded = '{"type": "h\u00e9artbeat"}'.encode()
+    split = encoded.index(b"\xc3") + 1  # between the two bytes of "é"
+
+    agent.send_frame(Opcode.TEXT, encoded[:split], fin=False)
+    agent.send_frame(Opcode.CONT, encoded[split:])
+
+    error = agent.expect_message("error")
+    assert "h\u00e9artbeat" in error["message"]
+    agent.send_text('{"type": "heartbeat"}')
+    agent.expect_message("heartbeat_ack")
+
+
+@pytest.mark.parametrize("frames", [
+    [(Opcode.TEXT, b'{"type": "heartbeat"}\xff', True)],
+    [(Opcode.TEXT, b'{"type": "\xc3', False), (Opcode.CONT, b'(heartbeat"}', True)],
+], ids=["whole", "fragmented"])
+def test_text_that_is_not_utf8_is_closed_with_1007(server, raw, frames):
+    agent = authenticated(server, raw)
+
+    for opcode, data, fin in frames:
+        agent.send_frame(opcode, data, fin)
+
+    assert agent.close_code() == 1007
+
+
+def hand_made_frame(opcode, payload, fin=True, mask=True):
+    """A short frame built byte by byte: websockets refuses to build broken ones."""
+    assert len(payload) < 126
+    head = bytes([(0x80 if fin else 0) | opcode, (0x80 if mask else 0) | len(payload)])
+    return head + (b"\0\0\0\0" if mask else b"") + payload  # a zero mask changes nothing
+
+
+@pytest.mark.parametrize("frame", [
+    hand_made_frame(Opcode.TEXT, b'{"type": "heartbeat"}', mask=False),  # clients must mask
+    hand_made_frame(Opcode.CONT, b'{"type": "heartbeat"}'),  # continues nothing
+    hand_made_frame(Opcode.PING, b"", fin=False),  # control frames cannot be fragmented
+    hand_made_frame(0x3, b"x"),  # a reserved opcode
+], ids=["unmasked", "stray continuation", "fragmented ping", "reserved opcode"])
+def test_a_frame_breaking_the_protocol_is_closed_with_1002(server, raw, frame):
+    agent = authenticated(server, raw)
+
+    agent.sock.sendall(frame)
+
+    assert agent.close_code() == 1002
+
+
+def test_a_close_is_echoed_then_the_server_ends_the_connection(server, raw):
+    agent = authenticated(server, raw)
+
+    agent.send_frame(Opcode.CLOSE, Close(1000, "bye").serialize())
+
+    assert agent.close_code() == 1000
+    assert agent.ended_within(5)
+
+
+def test_a_dashboard_that_stops_answering_pings_is_closed_and_one_that_answers_is_not(
+        make_server):
+    live = make_server(VMS_WS_PING_INTERVAL="0.3")
+    answering, silent = RawPeer(live), RawPeer(live)
+    try:
+        for dash in answering, silent:
+            dash.send_text(json.dumps({"type": "dashboard", "token": ADMIN_KEY}))
+            dash.expect_message("snapshot")
+
+        # Two pings answered: the answering dashboard is past the first timeout.
+        for _ in range(2):
+            answering.frames.clear()
+            answering.expect(lambda f: f.opcode is Opcode.PING, what="a ping")
+            answering.answer()
+
+        assert silent.close_code() == 1008
+        answering.frames.clear()
+        answering.expect(lambda f: f.opcode is Opcode.PING, what="a third ping")
+        assert not any(frame.opcode is Opcode.CLOSE for frame in answering.frames)
+    finally:
+        answering.close()
+        silent.close()
+
+
+def test_compression_is_declined_unless_turned_on(server):
+    nvr = server.create_nvr()
+    agent, _ = nvr_agent(server, nvr["hostname"])  # offers permessage-deflate
+
+    assert agent.ws.protocol.extensions == []
+    agent.close()
+
+
+def test_with_compression_on_frames_flow_compressed(make_server):
+    live = make_server(VMS_WS_COMPRESSION="true")
+    nvr = live.create_nvr()
+    dash = dashboard(live)
+    agent, _ = nvr_agent(live, nvr["hostname"])
+
+    assert [extension.name for extension in agent.ws.protocol.extensions] == \
+        ["permessage-deflate"]
+    agent.send({"type": "heartbeat"})
+    agent.expect_type("heartbeat_ack")
+    dash.expect_type("nvr_status", nvr_id=nvr["id"], status="online")
+    newer, _ = nvr_agent(live, nvr["hostname"])
+    assert agent.close_code() == 4000
+    newer.close()
+    dash.close()

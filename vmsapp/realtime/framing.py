@@ -1,0 +1,156 @@
+"""WebSocket frames after the handshake: bytes in, messages out, and back.
+
+simple-websocket does the handshake with wsproto, and on a socket with
+permessage-deflate (VMS_WS_COMPRESSION) or a reader thread (gthread) wsproto
+keeps the frames too: ``WsprotoFrames``. Under gevent, on an uncompressed
+socket, websockets' sans-I/O protocol takes over once the connection is open:
+``Frames``. It parses a heartbeat's frame in a third of the time wsproto
+takes, and a heartbeat is mostly framing (BENCHMARKS.md).
+
+Either one records what it reads on simple-websocket's connection object,
+where ``Peer`` and simple-websocket look for it: ``input_buffer`` (messages),
+``pong_received``, ``connected``, ``close_reason`` and ``close_message``."""
+
+import logging
+
+from websockets.exceptions import InvalidState
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.protocol import Protocol, Side, State
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection, Ping, TextMessage
+from wsproto.utilities import LocalProtocolError
+
+# What encoding for a connection that closed meanwhile raises, from either library.
+CLOSED_ERRORS = (LocalProtocolError, InvalidState)
+
+# websockets logs each closed connection at INFO; the socket loop logs the
+# disconnects an operator cares about, with the hostname.
+_protocol_log = logging.getLogger(__name__ + ".protocol")
+_protocol_log.setLevel(logging.WARNING)
+
+
+def frames_for(ws, inline):
+    """The frames of ``ws`` (a simple-websocket server connection, open):
+    websockets' protocol when the connection's greenlet reads it (``inline``)
+    and no extension was offered, wsproto otherwise."""
+    if inline and not ws.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS"):
+        return Frames(ws)
+    return WsprotoFrames(ws)
+
+
+class Frames:
+    """An open, uncompressed server connection's frames, by websockets."""
+
+    def __init__(self, ws):
+        self._ws = ws
+        self._protocol = Protocol(Side.SERVER, state=State.OPEN,
+                                  max_size=ws.max_message_size, logger=_protocol_log)
+        self._opcode = None  # of the fragmented message being read, if one is
+        self._fragments = []
+
+    def receive(self, data):
+        """Read ``data`` from the socket; what to write back (pongs, close
+        frames), as a list of chunks, where an empty one asks to shut the
+        socket for writing."""
+        protocol = self._protocol
+        protocol.receive_data(data)
+        ws = self._ws
+        for frame in protocol.events_received():
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                if not frame.fin:
+                    self._opcode, self._fragments = opcode, [frame.data]
+                elif not self._deliver(opcode, frame.data):
+                    break  # failed: nothing after this frame counts
+            elif opcode is Opcode.CONT:
+                self._fragments.append(frame.data)
+                if frame.fin:
+                    opcode, data = self._opcode, b"".join(self._fragments)
+                    self._opcode, self._fragments = None, []
+                    if not self._deliver(opcode, data):
+                        break
+            elif opcode is Opcode.PONG:
+                ws.pong_received = True
+            # PING and CLOSE: the protocol has queued the reply.
+        if protocol.state is not State.OPEN:
+            self._record_close()
+        return protocol.data_to_send()
+
+    def _deliver(self, opcode, data):
+        """Add a whole message to the input buffer; False if it is text and
+        not UTF-8, which fails the connection (1007)."""
+        if opcode is Opcode.BINARY:
+            self._ws.input_buffer.append(bytes(data))
+            return True
+        try:
+            self._ws.input_buffer.append(data.decode())
+            return True
+        except UnicodeDecodeError as error:
+            # wsproto checks UTF-8 as it parses; websockets leaves it to the reader.
+            self._protocol.fail(CloseCode.INVALID_DATA,
+                                f"{error.reason} at position {error.start}")
+            return False
+
+    def _record_close(self):
+        """Closing, by the peer or by the server. As simple-websocket does,
+        the close reason stays "none received" until the peer's close frame
+        comes: after failing a peer, the server waits for that too."""
+        ws = self._ws
+        ws.connected = False
+        close = self._protocol.close_rcvd
+        if close is not None:
+            ws.close_reason, ws.close_message = close.code, close.reason
+
+    def encode(self, texts):
+        """Text frames for ``texts``, as chunks to write at once."""
+        return [Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=())
+                for text in texts]
+
+    def ping(self):
+        """A ping frame, as chunks."""
+        self._protocol.send_ping(b"")
+        return self._protocol.data_to_send()
+
+    def close(self, code, reason):
+        """A close frame with ``code``, as chunks; the connection counts as closed."""
+        self._ws.connected = False
+        self._protocol.send_close(code, reason)
+        return self._protocol.data_to_send()
+
+    @property
+    def finished(self):
+        """Whether the peer's close frame came (or the end of its stream)."""
+        return self._protocol.close_rcvd is not None or self._protocol.state is State.CLOSED
+
+
+class WsprotoFrames:
+    """A connection's frames through simple-websocket's own wsproto
+    connection and event handling (which writes its replies itself)."""
+
+    def __init__(self, ws):
+        self._ws = ws
+
+    def receive(self, data):
+        """Read ``data`` from the socket; nothing is left to write back."""
+        ws = self._ws
+        ws.ws.receive_data(data)
+        ws.connected = ws._handle_events()
+        return []
+
+    def encode(self, texts):
+        """Text frames for ``texts``, as chunks to write at once."""
+        return [self._ws.ws.send(TextMessage(data=text)) for text in texts]
+
+    def ping(self):
+        """A ping frame, as chunks."""
+        return [self._ws.ws.send(Ping())]
+
+    def close(self, code, reason):
+        """A close frame with ``code``, as chunks; the connection counts as closed."""
+        self._ws.connected = False
+        return [self._ws.ws.send(CloseConnection(code, reason))]
+
+    @property
+    def finished(self):
+        """Whether the closing handshake is over."""
+        return self._ws.ws.state is ConnectionState.CLOSED
