@@ -7,18 +7,23 @@ import json
 import os
 import socket
 import time
+from types import SimpleNamespace
 
 import pytest
 from support import ADMIN_KEY, auth, dashboard, nvr_agent
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import Protocol, Side, State
 
+from vmsapp.realtime.framing import MAX_CLOSE_REASON_BYTES, Frames
+from vmsapp.realtime.routes import CLOSE_REPLY_WAIT
+
 
 class RawPeer:
     """A WebSocket client that sends frames exactly as given and keeps every
     frame the server sends (websockets' protocol parses them)."""
 
-    def __init__(self, server):
+    def __init__(self, server, answering=True):
+        self.answering = answering  # send the pongs and close replies owed at once
         self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
@@ -27,7 +32,10 @@ class RawPeer:
             "Sec-WebSocket-Version: 13\r\n\r\n".encode())
         response = b""
         while b"\r\n\r\n" not in response:
-            response += self.sock.recv(4096)
+            data = self.sock.recv(4096)
+            if not data:
+                raise AssertionError(f"closed during the handshake: {response!r}")
+            response += data
         head, rest = response.split(b"\r\n\r\n", 1)
         assert head.startswith(b"HTTP/1.1 101"), head
         self.protocol = Protocol(Side.CLIENT, state=State.OPEN)
@@ -50,6 +58,8 @@ class RawPeer:
             self.ended = True
             self.protocol.receive_eof()
         self.frames += self.protocol.events_received()
+        if self.answering:
+            self.answer()
 
     def expect(self, predicate, timeout=5.0, what="a frame"):
         """The first frame received (already, or within ``timeout``) that matches."""
@@ -92,7 +102,7 @@ class RawPeer:
     def answer(self):
         """Send what websockets' protocol owes the server (pongs, close replies)."""
         for data in self.protocol.data_to_send():
-            if data:
+            if data and not self.ended:
                 self.sock.sendall(data)
 
     def close(self):
@@ -181,6 +191,9 @@ def test_a_frame_breaking_the_protocol_is_closed_with_1002(server, raw, frame):
     agent.sock.sendall(frame)
 
     assert agent.close_code() == 1002
+    # The server shuts its side at once: it does not wait out its wait for our
+    # close frame, which it no longer reads.
+    assert agent.ended_within(CLOSE_REPLY_WAIT / 2)
 
 
 def test_a_close_is_echoed_then_the_server_ends_the_connection(server, raw):
@@ -194,22 +207,19 @@ def test_a_close_is_echoed_then_the_server_ends_the_connection(server, raw):
 
 def test_a_dashboard_that_stops_answering_pings_is_closed_and_one_that_answers_is_not(
         make_server):
-    live = make_server(VMS_WS_PING_INTERVAL="0.3")
-    answering, silent = RawPeer(live), RawPeer(live)
+    live = make_server(VMS_WS_PING_INTERVAL="0.5")
+    answering, silent = RawPeer(live), RawPeer(live, answering=False)
     try:
         for dash in answering, silent:
             dash.send_text(json.dumps({"type": "dashboard", "token": ADMIN_KEY}))
             dash.expect_message("snapshot")
 
-        # Two pings answered: the answering dashboard is past the first timeout.
-        for _ in range(2):
-            answering.frames.clear()
-            answering.expect(lambda f: f.opcode is Opcode.PING, what="a ping")
-            answering.answer()
+        # Reading (and so answering) until the third ping: well past the
+        # second, when the silent dashboard's missing pong closes it.
+        answering.expect(lambda _: sum(f.opcode is Opcode.PING for f in answering.frames) >= 3,
+                         what="three pings")
 
         assert silent.close_code() == 1008
-        answering.frames.clear()
-        answering.expect(lambda f: f.opcode is Opcode.PING, what="a third ping")
         assert not any(frame.opcode is Opcode.CLOSE for frame in answering.frames)
     finally:
         answering.close()
@@ -239,3 +249,82 @@ def test_with_compression_on_frames_flow_compressed(make_server):
     assert agent.close_code() == 4000
     newer.close()
     dash.close()
+
+
+# -- the server's frames alone, several in one read --------------------------------
+
+def server_frames():
+    ws = SimpleNamespace(max_message_size=64 * 1024, environ={}, input_buffer=[],
+                         pong_received=False, connected=True, close_reason=1005,
+                         close_message=None)
+    return ws, Frames(ws)
+
+
+def from_client(*frames):
+    return b"".join(frame.serialize(mask=True, extensions=()) for frame in frames)
+
+
+def parsed(chunks):
+    """What a client reads in ``chunks``: its frames, and whether the stream ended."""
+    client = Protocol(Side.CLIENT, state=State.OPEN)
+    client.receive_data(b"".join(chunks))
+    return client.events_received(), chunks[-1:] == [b""]
+
+
+def test_a_message_before_a_close_in_the_same_read_is_kept_and_the_close_echoed():
+    ws, frames = server_frames()
+
+    replies = frames.receive(from_client(Frame(Opcode.TEXT, b'{"type": "heartbeat"}'),
+                                         Frame(Opcode.CLOSE, Close(1001, "bye").serialize())))
+
+    assert ws.input_buffer == ['{"type": "heartbeat"}']
+    assert (ws.connected, ws.close_reason, ws.close_message) == (False, 1001, "bye")
+    echoed, ended = parsed(replies)
+    assert [Close.parse(frame.data).code for frame in echoed] == [1001]
+    assert ended and frames.finished
+
+
+def test_nothing_after_broken_utf8_in_the_same_read_counts():
+    ws, frames = server_frames()
+
+    replies = frames.receive(from_client(Frame(Opcode.TEXT, b"\xff"),
+                                         Frame(Opcode.TEXT, b'{"type": "heartbeat"}')))
+
+    assert ws.input_buffer == [] and not ws.connected
+    sent, ended = parsed(replies)
+    assert [Close.parse(frame.data).code for frame in sent] == [1007]
+    assert ended and not frames.finished  # the peer's close frame is not read
+
+
+def test_a_close_reason_is_cut_to_fit_a_frame_between_characters():
+    _, frames = server_frames()
+
+    sent, _ = parsed(frames.close(1008, "Unknown message type " + "\u20ac" * 64))
+
+    close = Close.parse(sent[0].data)
+    assert close.code == 1008
+    assert len(close.reason.encode()) <= MAX_CLOSE_REASON_BYTES
+    assert close.reason.startswith("Unknown message type \u20ac")
+
+
+def test_after_the_servers_close_the_peers_reply_ends_it():
+    ws, frames = server_frames()
+    ws.connected = False  # Peer.close
+    frames.close(4001, "heartbeat timeout")
+    assert not frames.finished
+
+    replies = frames.receive(from_client(Frame(Opcode.CLOSE, Close(4001, "").serialize())))
+
+    assert frames.finished and replies == [b""]  # nothing more to say: the stream ends
+    assert ws.close_reason == 4001
+
+
+def test_pongs_are_noted_and_pings_answered_with_their_data():
+    ws, frames = server_frames()
+
+    replies = frames.receive(from_client(Frame(Opcode.PONG, b""), Frame(Opcode.PING, b"ab")))
+
+    assert ws.pong_received and ws.connected
+    sent, ended = parsed(replies)
+    assert [(frame.opcode, bytes(frame.data)) for frame in sent] == [(Opcode.PONG, b"ab")]
+    assert not ended

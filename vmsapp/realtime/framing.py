@@ -9,9 +9,11 @@ takes, and a heartbeat is mostly framing (BENCHMARKS.md).
 
 Either one records what it reads on simple-websocket's connection object,
 where ``Peer`` and simple-websocket look for it: ``input_buffer`` (messages),
-``pong_received``, ``connected``, ``close_reason`` and ``close_message``."""
+``pong_received``, ``connected``, ``close_reason`` and ``close_message``.
 
-import logging
+Two differences from wsproto, neither seen by a peer that keeps to the
+protocol: the message size limit counts bytes, not characters, and a ping
+inside a fragmented message counts towards its message's limit."""
 
 from websockets.exceptions import InvalidState
 from websockets.frames import CloseCode, Frame, Opcode
@@ -22,11 +24,8 @@ from wsproto.utilities import LocalProtocolError
 
 # What encoding for a connection that closed meanwhile raises, from either library.
 CLOSED_ERRORS = (LocalProtocolError, InvalidState)
-
-# websockets logs each closed connection at INFO; the socket loop logs the
-# disconnects an operator cares about, with the hostname.
-_protocol_log = logging.getLogger(__name__ + ".protocol")
-_protocol_log.setLevel(logging.WARNING)
+# A close frame's payload is at most 125 bytes, two of them the code.
+MAX_CLOSE_REASON_BYTES = 123
 
 
 def frames_for(ws, inline):
@@ -43,8 +42,7 @@ class Frames:
 
     def __init__(self, ws):
         self._ws = ws
-        self._protocol = Protocol(Side.SERVER, state=State.OPEN,
-                                  max_size=ws.max_message_size, logger=_protocol_log)
+        self._protocol = Protocol(Side.SERVER, state=State.OPEN, max_size=ws.max_message_size)
         self._opcode = None  # of the fragmented message being read, if one is
         self._fragments = []
 
@@ -92,9 +90,10 @@ class Frames:
             return False
 
     def _record_close(self):
-        """Closing, by the peer or by the server. As simple-websocket does,
-        the close reason stays "none received" until the peer's close frame
-        comes: after failing a peer, the server waits for that too."""
+        """Closing, by the peer (its close frame gives the reason) or by the
+        server, for a broken frame (the reason stays "none received": the
+        peer's close frame will not be read, but ``Peer.finish_close`` waits
+        for the end of its stream, which the half-close hastens)."""
         ws = self._ws
         ws.connected = False
         close = self._protocol.close_rcvd
@@ -112,15 +111,16 @@ class Frames:
         return self._protocol.data_to_send()
 
     def close(self, code, reason):
-        """A close frame with ``code``, as chunks; the connection counts as closed."""
-        self._ws.connected = False
+        """A close frame with ``code`` and ``reason`` (cut to fit, as wsproto
+        does: it may quote what the peer sent), as chunks."""
+        reason = reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
         self._protocol.send_close(code, reason)
         return self._protocol.data_to_send()
 
     @property
     def finished(self):
-        """Whether the peer's close frame came (or the end of its stream)."""
-        return self._protocol.close_rcvd is not None or self._protocol.state is State.CLOSED
+        """Whether the peer's close frame came."""
+        return self._protocol.close_rcvd is not None
 
 
 class WsprotoFrames:
@@ -146,8 +146,7 @@ class WsprotoFrames:
         return [self._ws.ws.send(Ping())]
 
     def close(self, code, reason):
-        """A close frame with ``code``, as chunks; the connection counts as closed."""
-        self._ws.connected = False
+        """A close frame with ``code`` and ``reason`` (wsproto cuts it to fit), as chunks."""
         return [self._ws.ws.send(CloseConnection(code, reason))]
 
     @property

@@ -306,6 +306,10 @@ class Peer:
                     _write(self._sock, self._frames.close(code, reason))
                 except (OSError, *CLOSED_ERRORS):
                     self._drop()
+                finally:
+                    # Only now: a reader thread that saw it sooner would close
+                    # the socket under the close frame.
+                    self.ws.connected = False
         self._wake()
 
     def finish_close(self, timeout):
