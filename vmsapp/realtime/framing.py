@@ -5,7 +5,8 @@ permessage-deflate (VMS_WS_COMPRESSION) or a reader thread (gthread) wsproto
 keeps the frames too: ``WsprotoFrames``. Under gevent, on an uncompressed
 socket, websockets' sans-I/O protocol takes over once the connection is open:
 ``Frames``. It parses a heartbeat's frame in a third of the time wsproto
-takes, and a heartbeat is mostly framing (BENCHMARKS.md).
+takes, and wsproto's parsing was the largest single piece of a heartbeat's
+CPU; a heartbeat now costs about a fifth less (BENCHMARKS.md).
 
 Either one records what it reads on simple-websocket's connection object,
 where ``Peer`` and simple-websocket look for it: ``input_buffer`` (messages),
