@@ -205,6 +205,11 @@ def test_a_close_is_echoed_then_the_server_ends_the_connection(server, raw):
     assert agent.ended_within(5)
 
 
+# Framing does not touch the database: a server of their own on one backend is enough.
+one_backend = pytest.mark.parametrize("own_database_url", ["sqlite"], indirect=True)
+
+
+@one_backend
 def test_a_dashboard_that_stops_answering_pings_is_closed_and_one_that_answers_is_not(
         make_server):
     live = make_server(VMS_WS_PING_INTERVAL="0.5")
@@ -235,6 +240,7 @@ def test_compression_is_declined_unless_turned_on(server):
     agent.close()
 
 
+@one_backend
 def test_with_compression_on_frames_flow_compressed(make_server):
     live = make_server(VMS_WS_COMPRESSION="true")
     nvr = live.create_nvr()
