@@ -13,8 +13,12 @@ from pathlib import Path
 
 import requests
 import sqlalchemy as sa
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close, Frame, Opcode
+from websockets.protocol import State
 from websockets.sync.client import connect
+from websockets.uri import parse_uri
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG_URL = "postgresql://root@127.0.0.1:5432/test"
@@ -276,3 +280,110 @@ class AnsweringPeer:
 
     def close(self, code, reason=""):
         raise AssertionError(f"closed {code}: {reason}")
+
+
+class RawPeer:
+    """A WebSocket client that sends frames exactly as given (a library would
+    refuse broken ones) and keeps every frame the server sends, pings among
+    them. websockets' sans-I/O client protocol does the handshake and the
+    parsing; the pongs and close replies it owes go out as it reads, unless
+    ``answering`` is False."""
+
+    def __init__(self, server, answering=True):
+        self.answering = answering
+        self.frames = []
+        self.ended = False  # the server shut its side of the TCP connection
+        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        self.protocol = ClientProtocol(parse_uri(server.ws_url))
+        self.protocol.send_request(self.protocol.connect())
+        self.sock.sendall(b"".join(self.protocol.data_to_send()))
+        deadline = time.monotonic() + 5
+        while self.protocol.state is State.CONNECTING:
+            assert not self.ended and time.monotonic() < deadline, "no handshake reply"
+            self._read(deadline - time.monotonic())
+        assert self.protocol.handshake_exc is None, self.protocol.handshake_exc
+
+    @property
+    def messages(self):
+        """The text messages received so far, parsed."""
+        return [json.loads(f.data) for f in self.frames if f.opcode is Opcode.TEXT]
+
+    @property
+    def pings(self):
+        return sum(frame.opcode is Opcode.PING for frame in self.frames)
+
+    def send_frame(self, opcode, data, fin=True):
+        frame = Frame(opcode, data.encode() if isinstance(data, str) else data, fin)
+        self.sock.sendall(frame.serialize(mask=True, extensions=()))
+
+    def send_text(self, text):
+        self.send_frame(Opcode.TEXT, text)
+
+    def send(self, message):
+        self.send_text(json.dumps(message))
+
+    def _read(self, timeout):
+        """Read what comes within ``timeout``, if anything."""
+        self.sock.settimeout(max(0.01, timeout))
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            return
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.ended = True
+            self.protocol.receive_eof()
+        self.frames += [e for e in self.protocol.events_received() if isinstance(e, Frame)]
+        if self.answering:
+            self.answer()
+
+    def answer(self):
+        """Send what the protocol owes the server (pongs, close replies)."""
+        for data in self.protocol.data_to_send():
+            if data and not self.ended:
+                self.sock.sendall(data)
+
+    def serve(self, seconds, heartbeat_every=None):
+        """Read for ``seconds`` (answering pings), heartbeating if asked."""
+        deadline = time.monotonic() + seconds
+        next_heartbeat = time.monotonic()
+        while time.monotonic() < deadline:
+            if heartbeat_every and time.monotonic() >= next_heartbeat:
+                self.send({"type": "heartbeat"})
+                next_heartbeat += heartbeat_every
+            self._read(0.05)
+            assert not self.ended, "the server closed the connection"
+
+    def expect(self, predicate, timeout=5.0, what="a frame"):
+        """The first frame received (already, or within ``timeout``) that matches."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for frame in self.frames:
+                if predicate(frame):
+                    return frame
+            remaining = deadline - time.monotonic()
+            if self.ended or remaining <= 0:
+                raise AssertionError(f"no {what}; got {self.frames[-5:]}")
+            self._read(remaining)
+
+    def expect_message(self, kind, timeout=5.0):
+        """The first text message of type ``kind``, parsed."""
+        frame = self.expect(lambda f: f.opcode is Opcode.TEXT and
+                            json.loads(f.data).get("type") == kind, timeout, what=kind)
+        return json.loads(frame.data)
+
+    def close_code(self, timeout=5.0):
+        """The code of the server's close frame."""
+        frame = self.expect(lambda f: f.opcode is Opcode.CLOSE, timeout, what="a close frame")
+        return Close.parse(frame.data).code
+
+    def ended_within(self, timeout):
+        """Whether the server shuts its side of the connection within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not self.ended and time.monotonic() < deadline:
+            self._read(deadline - time.monotonic())
+        return self.ended
+
+    def close(self):
+        self.sock.close()

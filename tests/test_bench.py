@@ -16,7 +16,7 @@ import pytest
 from support import ROOT
 
 from tools.bench import PRESET, agent_processes_for
-from tools.bench_monitor import stat_fields
+from tools.bench_monitor import children_by_parent, stat_fields
 
 # Correctness, whatever the machine's speed: every agent and dashboard in,
 # every broadcast exactly once, no transition nobody caused.
@@ -76,11 +76,10 @@ def test_agents_are_split_over_as_few_processes_as_the_load_allows(nvrs, heartbe
 def _children(pid):
     """Processes whose parent is ``pid``, as {pid: command line}."""
     children = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for child in children_by_parent().get(pid, ()):
         try:
-            if int(stat_fields(stat.parent.name)[1]) == pid:
-                children[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
+            children[child] = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
             continue  # gone meanwhile
     return children
 

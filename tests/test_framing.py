@@ -2,111 +2,16 @@
 a client library would never send (fragments around a ping, broken UTF-8,
 unmasked frames) and what it does for you (pongs, close replies)."""
 
-import base64
 import json
-import os
-import socket
-import time
 from types import SimpleNamespace
 
 import pytest
-from support import ADMIN_KEY, auth, dashboard, nvr_agent
+from support import ADMIN_KEY, RawPeer, auth, dashboard, nvr_agent
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import Protocol, Side, State
 
 from vmsapp.realtime.framing import MAX_CLOSE_REASON_BYTES, Frames
 from vmsapp.realtime.routes import CLOSE_REPLY_WAIT
-
-
-class RawPeer:
-    """A WebSocket client that sends frames exactly as given and keeps every
-    frame the server sends (websockets' protocol parses them)."""
-
-    def __init__(self, server, answering=True):
-        self.answering = answering  # send the pongs and close replies owed at once
-        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode())
-        response = b""
-        while b"\r\n\r\n" not in response:
-            data = self.sock.recv(4096)
-            if not data:
-                raise AssertionError(f"closed during the handshake: {response!r}")
-            response += data
-        head, rest = response.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        self.protocol = Protocol(Side.CLIENT, state=State.OPEN)
-        self.frames = []
-        self.ended = False  # the server shut its side of the TCP connection
-        if rest:
-            self._feed(rest)
-
-    def send_frame(self, opcode, data, fin=True):
-        frame = Frame(opcode, data.encode() if isinstance(data, str) else data, fin)
-        self.sock.sendall(frame.serialize(mask=True, extensions=()))
-
-    def send_text(self, text):
-        self.send_frame(Opcode.TEXT, text)
-
-    def _feed(self, data):
-        if data:
-            self.protocol.receive_data(data)
-        else:
-            self.ended = True
-            self.protocol.receive_eof()
-        self.frames += self.protocol.events_received()
-        if self.answering:
-            self.answer()
-
-    def expect(self, predicate, timeout=5.0, what="a frame"):
-        """The first frame received (already, or within ``timeout``) that matches."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for frame in self.frames:
-                if predicate(frame):
-                    return frame
-            remaining = deadline - time.monotonic()
-            if self.ended or remaining <= 0:
-                raise AssertionError(f"no {what}; got {self.frames[-5:]}")
-            self.sock.settimeout(remaining)
-            try:
-                self._feed(self.sock.recv(65536))
-            except TimeoutError:
-                pass
-
-    def expect_message(self, kind, timeout=5.0):
-        """The first text message of type ``kind``, parsed."""
-        frame = self.expect(lambda f: f.opcode is Opcode.TEXT and
-                            json.loads(f.data).get("type") == kind, timeout, what=kind)
-        return json.loads(frame.data)
-
-    def ended_within(self, timeout):
-        """Whether the server shuts its side of the connection within ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while not self.ended and time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                self._feed(self.sock.recv(65536))
-            except TimeoutError:
-                pass
-        return self.ended
-
-    def close_code(self, timeout=5.0):
-        """The code of the server's close frame."""
-        frame = self.expect(lambda f: f.opcode is Opcode.CLOSE, timeout, what="a close frame")
-        return Close.parse(frame.data).code
-
-    def answer(self):
-        """Send what websockets' protocol owes the server (pongs, close replies)."""
-        for data in self.protocol.data_to_send():
-            if data and not self.ended:
-                self.sock.sendall(data)
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture

@@ -4,18 +4,14 @@ gevent, the default, is what every other server test runs; gthread reads each
 socket on a reader thread of simple-websocket's instead of in the connection's
 own greenlet, so the life of a connection is checked under both here."""
 
-import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
-from support import ADMIN_KEY, ROOT, auth, dashboard, nvr_agent, wait_until
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, Ping, Request, TextMessage
+from support import ADMIN_KEY, ROOT, RawPeer, auth, dashboard, nvr_agent, wait_until
 
 
 @pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
@@ -71,56 +67,12 @@ def test_connections_outlive_several_ping_intervals_under_each_worker_class(make
     assert "Traceback" not in live.log()
 
 
-class RawPeer:
-    """A WebSocket client that shows the pings it gets (libraries answer them
-    unseen), for how long it reads and what it sends meanwhile."""
-
-    def __init__(self, server, first_message):
-        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        self.ws = WSConnection(ConnectionType.CLIENT)
-        self.sock.sendall(self.ws.send(Request(host="127.0.0.1", target="/ws")))
-        self.messages = []
-        self.pings = 0
-        self._read_until(lambda event: isinstance(event, AcceptConnection))
-        self.send(first_message)
-
-    def send(self, message):
-        self.sock.sendall(self.ws.send(TextMessage(data=json.dumps(message))))
-
-    def serve(self, seconds, heartbeat_every=None):
-        """Read for ``seconds``, answering pings (and heartbeating, if asked)."""
-        deadline = time.monotonic() + seconds
-        next_heartbeat = time.monotonic()
-        while time.monotonic() < deadline:
-            if heartbeat_every and time.monotonic() >= next_heartbeat:
-                self.send({"type": "heartbeat"})
-                next_heartbeat += heartbeat_every
-            self._read_until(lambda event: False, timeout=0.05)
-
-    def _read_until(self, done, timeout=5.0):
-        self.sock.settimeout(timeout)
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                return
-            assert data, "the server closed the connection"
-            self.ws.receive_data(data)
-            for event in self.ws.events():
-                if isinstance(event, Ping):
-                    self.pings += 1
-                    self.sock.sendall(self.ws.send(event.response()))
-                elif isinstance(event, TextMessage):
-                    self.messages.append(json.loads(event.data))
-                if done(event):
-                    return
-
-
 def test_under_gevent_agents_heartbeating_often_get_no_pings_and_dashboards_do(make_server):
     live = make_server(VMS_WS_PING_INTERVAL="0.6")  # heartbeats every 0.5 s
     nvr = live.create_nvr()
-    agent = RawPeer(live, auth(live, nvr["hostname"]))
-    watcher = RawPeer(live, {"type": "dashboard", "token": ADMIN_KEY})
+    agent, watcher = RawPeer(live), RawPeer(live)
+    agent.send(auth(live, nvr["hostname"]))
+    watcher.send({"type": "dashboard", "token": ADMIN_KEY})
 
     watching = threading.Thread(target=watcher.serve, args=(2.0,))
     watching.start()

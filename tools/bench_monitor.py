@@ -20,6 +20,20 @@ def stat_fields(pid):
     return raw[raw.rindex(b")") + 2:].split()
 
 
+def children_by_parent():
+    """Every process's pid, by its parent's pid: {ppid: [pid, …]}."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(stat_fields(entry)[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
 class ProcessTreeMonitor:
     """Samples a process and all its descendants every ``period`` seconds on
     a thread: CPU seconds (user + system, all threads), resident memory (the
@@ -54,15 +68,7 @@ class ProcessTreeMonitor:
 
     def tree(self):
         """The root pid and its descendants, found through every process's ppid."""
-        children = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                ppid = int(stat_fields(entry)[1])
-            except (OSError, ValueError, IndexError):
-                continue  # gone meanwhile
-            children.setdefault(ppid, []).append(int(entry))
+        children = children_by_parent()
         found, todo = [], [self.root_pid]
         while todo:
             pid = todo.pop()
