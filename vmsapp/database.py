@@ -5,6 +5,7 @@ import os
 import time
 
 import click
+from gevent import get_hub, monkey
 from sqlalchemy import event
 from sqlalchemy.exc import InvalidatePoolError
 
@@ -37,6 +38,24 @@ def autocommit_connection():
     """A pooled connection with no transaction: for work that is one statement,
     PostgreSQL is spared a BEGIN and a COMMIT or ROLLBACK, two round trips."""
     return db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+
+def off_the_event_loop(function, *args):
+    """``function(*args)``, which talks to SQLite, run where it does not stop
+    every socket of the worker: the result, or its exception.
+
+    SQLite works inside the calling thread and never yields, so under gevent a
+    write of hundreds of rows holds up every heartbeat until it is done (the
+    ``last_seen`` flush at the preset: 5-15 ms twice a second, BENCHMARKS.md).
+    There it runs in gevent's pool of native threads instead; sqlite3 lets go
+    of the GIL while it steps, and the event loop goes on meanwhile. The
+    caller checks the connection out first and passes it in: only the
+    connection is used in that thread, never the pool, whose locks are
+    gevent's and not made for two threads. Anywhere else (PostgreSQL, which
+    yields while it waits, or a gthread worker) it is a plain call."""
+    if db.engine.dialect.name == "sqlite" and monkey.is_module_patched("socket"):
+        return get_hub().threadpool.apply(function, args)
+    return function(*args)
 
 
 def init_migrations(app):

@@ -7,6 +7,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import bulk, presence
 from .clock import now
+from .database import off_the_event_loop
 from .extensions import db
 from .models import Nvr
 from .realtime.registry import current_registry
@@ -47,17 +48,20 @@ def flush_last_seen(app):
         seen = current_registry().take_last_seen()
         if not seen:
             return 0
+        rows = [{"id": nvr_id, "last_seen": at} for nvr_id, at in seen.items()]
         try:
-            bulk.update_by_id(db.session.connection(), Nvr.__table__,
-                              [{"id": nvr_id, "last_seen": at} for nvr_id, at in seen.items()])
-            db.session.commit()
+            with db.engine.connect() as connection:
+                # On SQLite the longest write of a steady worker: off_the_event_loop.
+                off_the_event_loop(_write_last_seen, connection, rows)
         except SQLAlchemyError:
-            db.session.rollback()
             log.exception("could not write last_seen of %d NVR(s)", len(seen))
             return 0
-        finally:
-            db.session.remove()
         return len(seen)
+
+
+def _write_last_seen(connection, rows):
+    bulk.update_by_id(connection, Nvr.__table__, rows)
+    connection.commit()
 
 
 def flush_period(config):
