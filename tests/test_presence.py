@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from vmsapp import presence
+from vmsapp import fleet, presence
 from vmsapp.clock import now
 from vmsapp.extensions import db
 from vmsapp.models import Camera, Nvr, StatusEvent
@@ -181,6 +181,25 @@ def test_connects_arriving_together_each_get_their_own_transition(app):
             assert [(e.camera_id, e.to_status, e.at) for e in events(nvr_id)] == [
                 (None, "online", moments[index])] + [
                 (c, "online", moments[index]) for c in camera_ids]
+
+
+def test_agents_looked_up_together_each_get_their_own_nvr_and_cameras(app):
+    with app.app_context():
+        nvrs = {f"Agent-{i}": make_nvr(cameras=i % 3, hostname=f"Agent-{i}") for i in range(10)}
+    # Any case finds the NVR; an unknown hostname finds nothing.
+    asked = [hostname.upper() if i % 2 else hostname.lower()
+             for i, hostname in enumerate(nvrs)] + ["no-such-agent"]
+    found = {}
+
+    def look_up(index):
+        found[asked[index]] = fleet.find_agent_nvr(asked[index])
+
+    assert race(app, len(asked), look_up) == []
+    assert found.pop("no-such-agent") is None
+    for hostname, agent in found.items():
+        nvr_id, camera_ids = nvrs[agent.hostname]
+        assert agent.hostname.lower() == hostname.lower()
+        assert (agent.id, [camera.id for camera in agent.cameras]) == (nvr_id, camera_ids)
 
 
 def test_connects_of_one_nvr_arriving_together_make_one_transition(app):

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from . import credentials
+from . import bulk, credentials
 from .batching import shared_combiner
 from .database import autocommit_connection
 from .errors import ApiError
@@ -54,7 +54,11 @@ def _find_agent_nvrs(batch):
     # A connection of its own, not the session of whichever caller writes the
     # batch: the read is over, and the connection back in the pool, at once.
     with autocommit_connection() as connection:
-        rows = connection.execute(_agent_lookup(), {"hostnames": wanted}).all()
+        if connection.dialect.name == "postgresql":
+            rows = connection.execute(_agent_lookup_by_array(),
+                                      bulk.unnest_values("wanted", hostname=wanted)).all()
+        else:
+            rows = connection.execute(_agent_lookup(), {"hostnames": wanted}).all()
     found = {}
     own_cameras = defaultdict(list)
     for row in rows:
@@ -72,12 +76,30 @@ def _agent_lookup():
     """The statement of ``_find_agent_nvrs``, built once: every batch runs the
     same statement object, which SQLAlchemy neither builds nor keys again;
     only the IN list is rendered per batch."""
+    nvrs = Nvr.__table__
+    return _agent_rows(nvrs).where(
+        sa.func.lower(nvrs.c.hostname).in_(sa.bindparam("hostnames", expanding=True)))
+
+
+@functools.cache
+def _agent_lookup_by_array():
+    """``_agent_lookup`` for PostgreSQL, the hostnames one array parameter:
+    one statement text whatever the batch's size, which psycopg prepares once,
+    where each length of an IN list was a statement of its own to render,
+    parse and plan."""
+    nvrs = Nvr.__table__
+    wanted = bulk.unnest_table("wanted", hostname=sa.String)
+    return _agent_rows(wanted.join(nvrs, sa.func.lower(nvrs.c.hostname) == wanted.c.hostname))
+
+
+def _agent_rows(nvrs_found):
+    """The columns an agent's authentication needs of each NVR of
+    ``nvrs_found`` (``nvrs``, or a join giving its rows), once per camera."""
     nvrs, cameras = Nvr.__table__, Camera.__table__
     return (sa.select(nvrs.c.id, nvrs.c.hostname, nvrs.c.name, nvrs.c.token_hash,
                       cameras.c.id.label("camera_id"), cameras.c.name.label("camera_name"),
                       cameras.c.channel)
-            .outerjoin(cameras, cameras.c.nvr_id == nvrs.c.id)
-            .where(sa.func.lower(nvrs.c.hostname).in_(sa.bindparam("hostnames", expanding=True)))
+            .select_from(nvrs_found.outerjoin(cameras, cameras.c.nvr_id == nvrs.c.id))
             .order_by(nvrs.c.id, cameras.c.id))
 
 
