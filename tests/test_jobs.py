@@ -25,6 +25,12 @@ def add_nvr(hostname):
     return nvr.id
 
 
+def hear(session, at):
+    """What the socket loop does with each message of an agent."""
+    session.touch(at)
+    current_registry().heard_from(session)
+
+
 def test_flush_writes_every_heard_from_nvr_in_one_go_and_only_once(app):
     with app.app_context():
         ids = [add_nvr(f"nvr-{i}") for i in range(3)]
@@ -32,8 +38,8 @@ def test_flush_writes_every_heard_from_nvr_in_one_go_and_only_once(app):
         sessions = [NvrSession(peer=None, nvr_id=i, hostname=f"nvr-{i}", now=t) for i in ids]
         for session in sessions:
             current_registry().add_nvr(session)
-        sessions[0].touch(t + timedelta(seconds=1))
-        sessions[2].touch(t + timedelta(seconds=2))
+        hear(sessions[0], t + timedelta(seconds=1))
+        hear(sessions[2], t + timedelta(seconds=2))
 
     assert jobs.flush_last_seen(app) == 2
     assert jobs.flush_last_seen(app) == 0  # nothing heard since
@@ -64,7 +70,7 @@ def test_the_sweep_writes_this_workers_last_seen_before_judging_it(app):
         session = NvrSession(peer=None, nvr_id=nvr_id, hostname="busy", now=long_ago)
         session.connection_id = "live"
         current_registry().add_nvr(session)
-        session.touch(now())  # heard from just now; the flush has not run since
+        hear(session, now())  # just now; the flush has not run since
         db.session.remove()
 
     assert jobs.sweep(app) == []
@@ -139,7 +145,7 @@ def test_flush_still_writes_the_others_when_an_nvr_was_deleted_meanwhile(app):
         for nvr_id in (kept, gone):
             session = NvrSession(peer=None, nvr_id=nvr_id, hostname=str(nvr_id), now=t)
             current_registry().add_nvr(session)
-            session.touch(t)
+            hear(session, t)
         db.session.delete(db.session.get(Nvr, gone))
         db.session.commit()
         db.session.remove()

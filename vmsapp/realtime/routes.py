@@ -113,6 +113,7 @@ def _serve_nvr(session, rate):
             raw = peer.receive(remaining)
             if raw is not None:
                 session.touch(clock_now())
+                registry.heard_from(session)
                 if _within_rate(peer, rate):
                     strikes = _dispatch(session, raw, NVR_MESSAGES, strikes)
         _close_after_loop(peer, registry)

@@ -14,8 +14,10 @@ DASHBOARD_BATCH = 500
 
 
 class NvrSession:
-    """An NVR agent's connection. ``touch`` is the heartbeat hot path: no lock,
-    no I/O — ``last_seen`` reaches the database in batches (see ``jobs``)."""
+    """An NVR agent's connection. ``touch`` is on the heartbeat's hot path: no
+    lock, no I/O. ``last_seen`` reaches the database in batches: the socket
+    loop tells the registry (``Registry.heard_from``), whose heard-from NVRs
+    the flush job writes (``jobs``)."""
 
     def __init__(self, peer, nvr_id, hostname, now):
         self.peer = peer
@@ -24,13 +26,11 @@ class NvrSession:
         self.connection_id = uuid.uuid4().hex
         self.last_message = time.monotonic()
         self.last_seen = now
-        self.last_seen_dirty = False
 
     def touch(self, now):
         """Any message from the agent: it is alive as of ``now``."""
         self.last_message = time.monotonic()
         self.last_seen = now
-        self.last_seen_dirty = True
 
 
 class DashboardSession:
