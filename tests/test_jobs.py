@@ -154,3 +154,52 @@ def test_flush_still_writes_the_others_when_an_nvr_was_deleted_meanwhile(app):
 
     with app.app_context():
         assert db.session.get(Nvr, kept).last_seen == t
+
+
+def test_under_gevent_a_sqlite_flush_writes_in_a_native_thread_and_fails_like_any_other(tmp_path):
+    """As a gevent worker runs it (``database.off_the_event_loop``): written,
+    and when the write fails, logged once, not also printed by gevent's pool."""
+    database_url = f"sqlite:///{tmp_path}/x.db"
+    migrate(database_url)
+    script = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import sqlalchemy as sa, wsgi\n"
+        "from vmsapp import jobs\n"
+        "from vmsapp.clock import now\n"
+        "from vmsapp.extensions import db\n"
+        "from vmsapp.models import Nvr\n"
+        "from vmsapp.realtime.registry import current_registry\n"
+        "from vmsapp.realtime.sessions import NvrSession\n"
+        "app, written, real_write = wsgi.app, {}, jobs._write_last_seen\n"
+        "thread_id = monkey.get_original('_thread', 'get_ident')\n"
+        "def write(connection, rows):\n"
+        "    written['thread'] = thread_id()\n"
+        "    real_write(connection, rows)\n"
+        "def hear(nvr_id):\n"
+        "    session = NvrSession(peer=None, nvr_id=nvr_id, hostname='a', now=now())\n"
+        "    current_registry().heard_from(session)\n"
+        "    return session.last_seen\n"
+        "with app.app_context():\n"
+        "    t = now()\n"
+        "    nvr = Nvr(name='a', hostname='a', created_at=t, updated_at=t)\n"
+        "    db.session.add(nvr); db.session.commit(); nvr_id = nvr.id\n"
+        "    seen = hear(nvr_id)\n"
+        "jobs._write_last_seen = write\n"
+        "print('flushed', jobs.flush_last_seen(app))\n"
+        "with app.app_context():\n"
+        "    print('written', db.session.get(Nvr, nvr_id).last_seen == seen,\n"
+        "          written['thread'] != thread_id())\n"
+        "    db.session.execute(sa.text('DROP TABLE cameras'))\n"
+        "    db.session.execute(sa.text('DROP TABLE status_events'))\n"
+        "    db.session.execute(sa.text('DROP TABLE nvrs')); db.session.commit()\n"
+        "    hear(nvr_id)\n"
+        "print('flushed', jobs.flush_last_seen(app))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=flask_env(database_url),
+                          capture_output=True, text=True, timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert [line for line in done.stdout.splitlines() if line.startswith(("flushed", "written"))
+            ] == ["flushed 1", "written True True", "flushed 0"]
+    assert output.count("could not write last_seen of 1 NVR(s)") == 1, output
+    # gevent's pool prints a traceback of its own for an exception leaving it.
+    assert output.count("sqlalchemy.exc.OperationalError") == 1, output

@@ -73,9 +73,9 @@ def _find_agent_nvrs(batch):
 
 @functools.cache
 def _agent_lookup():
-    """The statement of ``_find_agent_nvrs``, built once: every batch runs the
-    same statement object, which SQLAlchemy neither builds nor keys again;
-    only the IN list is rendered per batch."""
+    """The statement of ``_find_agent_nvrs`` on SQLite, built once: every
+    batch runs the same statement object, which SQLAlchemy neither builds nor
+    keys again; only the IN list is rendered per batch."""
     nvrs = Nvr.__table__
     return _agent_rows(nvrs).where(
         sa.func.lower(nvrs.c.hostname).in_(sa.bindparam("hostnames", expanding=True)))

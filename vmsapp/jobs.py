@@ -2,17 +2,20 @@
 call it directly; ``runtime`` schedules them in the web process."""
 
 import logging
+import threading
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import bulk, presence
 from .clock import now
-from .database import off_the_event_loop
+from .database import off_the_event_loop, sqlite_writer
 from .extensions import db
 from .models import Nvr
 from .realtime.registry import current_registry
 
 log = logging.getLogger(__name__)
+
+FLUSH_LOCK_KEY = "vmsapp.flush_lock"
 
 
 def sweep(app):
@@ -44,13 +47,16 @@ def sweep(app):
 def flush_last_seen(app):
     """Write the ``last_seen`` of every NVR heard from since the last flush, in
     one transaction: heartbeats cost no database write of their own."""
-    with app.app_context():
+    # One flush at a time: the sweep and the graceful stop flush too, and the
+    # write may yield (off_the_event_loop), so an older batch could otherwise
+    # commit after a newer one and move last_seen back.
+    with app.app_context(), app.extensions.setdefault(FLUSH_LOCK_KEY, threading.Lock()):
         seen = current_registry().take_last_seen()
         if not seen:
             return 0
         rows = [{"id": nvr_id, "last_seen": at} for nvr_id, at in seen.items()]
         try:
-            with db.engine.connect() as connection:
+            with sqlite_writer(app), db.engine.connect() as connection:
                 # On SQLite the longest write of a steady worker: off_the_event_loop.
                 off_the_event_loop(_write_last_seen, connection, rows)
         except SQLAlchemyError:

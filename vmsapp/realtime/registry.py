@@ -50,7 +50,10 @@ class Registry:
         never walks the NVRs that were not (every NVR of the worker, every
         second, was 4 % of its CPU at 5,000 NVRs: BENCHMARKS.md)."""
         with self._lock:
-            self._heard[session.nvr_id] = session.last_seen
+            # An NVR's older connection, not yet closed, may speak last.
+            previous = self._heard.get(session.nvr_id)
+            if previous is None or session.last_seen > previous:
+                self._heard[session.nvr_id] = session.last_seen
 
     def take_last_seen(self):
         """``{nvr_id: last_seen}`` for NVRs heard from since the last call."""
