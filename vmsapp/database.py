@@ -49,7 +49,7 @@ def off_the_event_loop(function, *args):
 
     SQLite works inside the calling thread and never yields, so under gevent a
     write of hundreds of rows holds up every heartbeat until it is done (the
-    ``last_seen`` flush at the preset: 5-15 ms twice a second, BENCHMARKS.md).
+    ``last_seen`` flush at the preset: 5-18 ms, twice a second; BENCHMARKS.md).
     There it runs in gevent's pool of native threads instead; sqlite3 lets go
     of the GIL while it steps, and the event loop goes on meanwhile. The
     caller checks the connection out first and passes it in, so that thread
