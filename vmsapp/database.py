@@ -1,9 +1,7 @@
 """Binding the database to the app: engine options, SQLite's pragmas, and
 PostgreSQL's idle connections pinged before use."""
 
-import contextlib
 import os
-import threading
 import time
 
 import click
@@ -15,7 +13,6 @@ from config import engine_options
 
 from .extensions import db
 
-SQLITE_WRITER_KEY = "vmsapp.sqlite_writer"
 # A pooled PostgreSQL connection idle for longer than this is pinged before
 # use (see ``_ping_idle_connections``).
 PING_IDLE_AFTER = 1.0
@@ -54,27 +51,17 @@ def off_the_event_loop(function, *args):
     of the GIL while it steps, and the event loop goes on meanwhile. The
     caller checks the connection out first and passes it in, so that thread
     uses the connection and not the pool, whose locks are gevent's and not
-    made for two threads. Anywhere else (PostgreSQL, which yields while it
-    waits, or a gthread worker) it is a plain call."""
+    made for two threads. A greenlet writing to SQLite meanwhile waits in
+    SQLite's busy handler, inside the loop, for about what the write takes:
+    no longer than the write held the loop before, and only when the two
+    meet. Anywhere else (PostgreSQL, which yields while it waits, or a
+    gthread worker) it is a plain call."""
     if db.engine.dialect.name == "sqlite" and monkey.is_module_patched("socket"):
         failed, outcome = get_hub().threadpool.apply(_outcome_of, (function, args))
         if failed:
             raise outcome
         return outcome
     return function(*args)
-
-
-def sqlite_writer(app):
-    """What this worker's SQLite writers hold for the length of a write
-    transaction; nothing to hold on PostgreSQL.
-
-    While ``off_the_event_loop`` writes, SQLite's write lock is taken, and a
-    greenlet writing meanwhile would wait in SQLite's busy handler, which
-    sleeps inside the event loop (1, 2, 5, 10 ms...): every socket would
-    wait with it. Holding this lock first, it waits as a greenlet instead."""
-    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        return contextlib.nullcontext()
-    return app.extensions.setdefault(SQLITE_WRITER_KEY, threading.Lock())
 
 
 def _outcome_of(function, args):

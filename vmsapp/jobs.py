@@ -8,7 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import bulk, presence
 from .clock import now
-from .database import off_the_event_loop, sqlite_writer
+from .database import off_the_event_loop
 from .extensions import db
 from .models import Nvr
 from .realtime.registry import current_registry
@@ -56,7 +56,7 @@ def flush_last_seen(app):
             return 0
         rows = [{"id": nvr_id, "last_seen": at} for nvr_id, at in seen.items()]
         try:
-            with sqlite_writer(app), db.engine.connect() as connection:
+            with db.engine.connect() as connection:
                 # On SQLite the longest write of a steady worker: off_the_event_loop.
                 off_the_event_loop(_write_last_seen, connection, rows)
         except SQLAlchemyError:

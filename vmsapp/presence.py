@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from flask import current_app
 
 from . import bulk
 from .batching import shared_combiner
-from .database import autocommit_connection, sqlite_writer
+from .database import autocommit_connection
 from .extensions import db
 from .models import OFFLINE, ONLINE, Camera, Nvr, StatusEvent, UtcDateTime
 from .realtime import protocol
@@ -242,15 +241,13 @@ def _on_postgresql():
 
 @contextmanager
 def _transaction():
-    """Commit on success, roll back on any error, so no write is left half
-    done; on SQLite, as this worker's one writer at a time (``sqlite_writer``)."""
-    with sqlite_writer(current_app):
-        try:
-            yield
-            db.session.commit()
-        except BaseException:
-            db.session.rollback()
-            raise
+    """Commit on success, roll back on any error, so no write is left half done."""
+    try:
+        yield
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
 
 
 def _move_nvrs(conditions, previous, status, reason, at):
