@@ -156,6 +156,27 @@ def test_flush_still_writes_the_others_when_an_nvr_was_deleted_meanwhile(app):
         assert db.session.get(Nvr, kept).last_seen == t
 
 
+def test_a_flush_never_moves_last_seen_back(app):
+    """An older connection's last heartbeat (or another worker's flush) may be
+    written after a newer connect has set a later last_seen."""
+    with app.app_context():
+        newer, older, never = add_nvr("newer"), add_nvr("older"), add_nvr("never")
+        t = now()
+        presence.connect(newer, "new", t + timedelta(seconds=5))
+        presence.connect(older, "old", t - timedelta(seconds=5))
+        for nvr_id in (newer, older, never):
+            session = NvrSession(peer=None, nvr_id=nvr_id, hostname=str(nvr_id), now=t)
+            current_registry().add_nvr(session)
+            hear(session, t)
+        db.session.remove()
+
+    assert jobs.flush_last_seen(app) == 3
+
+    with app.app_context():
+        seen = {nvr_id: db.session.get(Nvr, nvr_id).last_seen for nvr_id in (newer, older, never)}
+        assert seen == {newer: t + timedelta(seconds=5), older: t, never: t}
+
+
 def test_under_gevent_a_sqlite_flush_writes_in_a_native_thread_and_fails_like_any_other(tmp_path):
     """As a gevent worker runs it (``database.off_the_event_loop``): written,
     and when the write fails, logged once, not also printed by gevent's pool."""

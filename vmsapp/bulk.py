@@ -32,26 +32,35 @@ def insert(connection, table, rows):
             _as_tuples(connection, columns, rows))
 
 
-def update_by_id(connection, table, rows):
+def update_by_id(connection, table, rows, only_later=None):
     """UPDATE the row of ``table`` whose ``id`` each of ``rows`` (dicts with the
     same keys, ``id`` among them) gives, setting its other keys. An id with no
-    row matches nothing and fails nothing."""
+    row matches nothing and fails nothing. With ``only_later`` (a column's
+    name), a row is left alone where that column already holds a later value
+    than the new one."""
     if not rows:
         return
     columns = [table.c.id] + [table.c[name] for name in rows[0] if name != "id"]
     if connection.dialect.name == "postgresql":
         names = ", ".join(column.name for column in columns)
         assignments = ", ".join(f"{column.name} = v.{column.name}" for column in columns[1:])
+        later = (f" AND ({table.name}.{only_later} IS NULL"
+                 f" OR {table.name}.{only_later} < v.{only_later})" if only_later else "")
         connection.exec_driver_sql(
             f"UPDATE {table.name} SET {assignments}"
             f" FROM unnest({_arrays(connection, columns)}) AS v({names})"
-            f" WHERE {table.name}.id = v.id",
+            f" WHERE {table.name}.id = v.id{later}",
             _as_arrays(connection, columns, rows))
     else:
         assignments = ", ".join(f"{column.name} = ?" for column in columns[1:])
+        parameters = columns[1:] + columns[:1]
+        later = ""
+        if only_later:
+            later = f" AND ({only_later} IS NULL OR {only_later} < ?)"
+            parameters.append(table.c[only_later])
         connection.exec_driver_sql(
-            f"UPDATE {table.name} SET {assignments} WHERE id = ?",
-            _as_tuples(connection, columns[1:] + columns[:1], rows))
+            f"UPDATE {table.name} SET {assignments} WHERE id = ?{later}",
+            _as_tuples(connection, parameters, rows))
 
 
 def unnest_table(name, /, **types):

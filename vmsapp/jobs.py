@@ -66,7 +66,9 @@ def flush_last_seen(app):
 
 
 def _write_last_seen(connection, rows):
-    bulk.update_by_id(connection, Nvr.__table__, rows)
+    # Never back: another worker's flush, or an older connection's last
+    # heartbeat, may land after a newer connect has written a later time.
+    bulk.update_by_id(connection, Nvr.__table__, rows, only_later="last_seen")
     connection.commit()
 
 
