@@ -156,6 +156,28 @@ def test_flush_still_writes_the_others_when_an_nvr_was_deleted_meanwhile(app):
         assert db.session.get(Nvr, kept).last_seen == t
 
 
+def test_the_sweep_and_the_flush_job_wait_for_a_flush_under_way_instead_of_writing_again(app):
+    with app.app_context():
+        nvr_id = add_nvr("heard")
+        session = NvrSession(peer=None, nvr_id=nvr_id, hostname="heard", now=now())
+        current_registry().add_nvr(session)
+        hear(session, now())  # after the flush under way took its batch
+    under_way = app.extensions.setdefault(jobs.FLUSH_LOCK_KEY, threading.Lock())
+    joined = []
+    under_way.acquire()
+    joiner = threading.Thread(
+        target=lambda: joined.append(jobs.flush_last_seen(app, join_running=True)))
+    joiner.start()
+    joiner.join(0.2)
+    assert joiner.is_alive() and joined == []  # waiting for the flush under way
+
+    under_way.release()
+    joiner.join(5)
+
+    assert joined == [0]  # it wrote nothing itself
+    assert jobs.flush_last_seen(app) == 1  # what was heard meanwhile goes with the next
+
+
 def test_a_flush_never_moves_last_seen_back(app):
     """An older connection's last heartbeat (or another worker's flush) may be
     written after a newer connect has set a later last_seen."""

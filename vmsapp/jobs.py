@@ -26,11 +26,12 @@ def sweep(app):
     a live NVR is never swept for a late batch. Live workers catch their own
     silent peers on time; the sweep is for NVRs whose worker died.
 
-    This worker's own batch is written first: under load the flush job can
-    wait its turn for a database connection, and the sweep must not judge this
-    worker's NVRs on what a starved flush has not written yet."""
+    This worker's own batch is written first, or the flush under way waited
+    for: under load the flush job can wait its turn for a database connection,
+    and the sweep must not judge this worker's NVRs on what a starved flush
+    has not written yet."""
     moment = now()
-    flush_last_seen(app)
+    flush_last_seen(app, join_running=True)
     with app.app_context():
         config = app.config
         try:
@@ -44,13 +45,28 @@ def sweep(app):
         return transitions
 
 
-def flush_last_seen(app):
+def flush_last_seen(app, join_running=False):
     """Write the ``last_seen`` of every NVR heard from since the last flush, in
-    one transaction: heartbeats cost no database write of their own."""
-    # One flush at a time: the sweep and the graceful stop flush too, and the
-    # write may yield (off_the_event_loop), so an older batch could otherwise
-    # commit after a newer one and move last_seen back.
-    with app.app_context(), app.extensions.setdefault(FLUSH_LOCK_KEY, threading.Lock()):
+    one transaction: heartbeats cost no database write of their own.
+
+    One flush at a time. With ``join_running``, a flush already under way is
+    waited for instead of followed by another: it holds everything heard
+    before it began, which is what the sweep needs written, and what was
+    heard since goes with the next scheduled flush, half a heartbeat interval
+    on. The sweep and the flush job, both due on the second, would otherwise
+    write twice as many transactions."""
+    lock = app.extensions.setdefault(FLUSH_LOCK_KEY, threading.Lock())
+    if not lock.acquire(blocking=not join_running):
+        with lock:
+            return 0
+    try:
+        return _flush_last_seen(app)
+    finally:
+        lock.release()
+
+
+def _flush_last_seen(app):
+    with app.app_context():
         seen = current_registry().take_last_seen()
         if not seen:
             return 0

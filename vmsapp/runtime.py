@@ -25,7 +25,7 @@ def start(app, url=None):
     scheduler.add_job(jobs.sweep, "interval", seconds=config["VMS_SWEEP_INTERVAL"],
                       args=[app], id="sweep")
     scheduler.add_job(jobs.flush_last_seen, "interval", seconds=jobs.flush_period(config),
-                      args=[app], id="flush_last_seen")
+                      args=[app], kwargs={"join_running": True}, id="flush_last_seen")
     scheduler.start()
     app.extensions[SCHEDULER_KEY] = scheduler
     app.extensions[BUS_KEY].start()
