@@ -130,6 +130,7 @@ def test_runtime_starts_both_jobs_and_stops_them_with_the_app(app):
     runtime.start(app)
     scheduler = app.extensions[runtime.SCHEDULER_KEY]
     assert {job.id for job in scheduler.get_jobs()} == {"sweep", "flush_last_seen"}
+    assert scheduler.get_job("flush_last_seen").kwargs == {"join_running": True}
     assert scheduler.running
 
     runtime.stop(app)
@@ -176,6 +177,27 @@ def test_the_sweep_and_the_flush_job_wait_for_a_flush_under_way_instead_of_writi
 
     assert joined == [0]  # it wrote nothing itself
     assert jobs.flush_last_seen(app) == 1  # what was heard meanwhile goes with the next
+
+
+def test_a_flush_that_must_write_waits_for_the_one_under_way_then_writes(app):
+    """The graceful stop's flush: nothing heard is left unwritten."""
+    with app.app_context():
+        nvr_id = add_nvr("last words")
+        session = NvrSession(peer=None, nvr_id=nvr_id, hostname="last words", now=now())
+        current_registry().add_nvr(session)
+        hear(session, now())
+    under_way = app.extensions.setdefault(jobs.FLUSH_LOCK_KEY, threading.Lock())
+    written = []
+    under_way.acquire()
+    writer = threading.Thread(target=lambda: written.append(jobs.flush_last_seen(app)))
+    writer.start()
+    writer.join(0.2)
+    assert writer.is_alive() and written == []
+
+    under_way.release()
+    writer.join(5)
+
+    assert written == [1]
 
 
 def test_a_flush_never_moves_last_seen_back(app):

@@ -93,8 +93,12 @@ def _arrays(connection, columns):
 
 
 def _processors(connection, columns):
-    """Each column's conversion to what the driver takes (None: as it is)."""
-    return [column.type.bind_processor(connection.dialect) or _identity for column in columns]
+    """Each column's conversion to what the driver takes (None: as it is), as
+    SQLAlchemy's own statements do it: the dialect's form of the type, so a
+    time reaches SQLite as the same text the ORM writes."""
+    dialect = connection.dialect
+    return [column.type.dialect_impl(dialect).bind_processor(dialect) or _identity
+            for column in columns]
 
 
 def _identity(value):

@@ -52,8 +52,8 @@ def flush_last_seen(app, join_running=False):
     One flush at a time. With ``join_running``, a flush already under way is
     waited for instead of followed by another: it holds everything heard
     before it began, which is what the sweep needs written, and what was
-    heard since goes with the next scheduled flush, half a heartbeat interval
-    on. The sweep and the flush job, both due on the second, would otherwise
+    heard since goes with the next scheduled flush, one flush period on.
+    The sweep and the flush job, both due on the second, would otherwise
     write twice as many transactions."""
     lock = app.extensions.setdefault(FLUSH_LOCK_KEY, threading.Lock())
     if not lock.acquire(blocking=not join_running):
