@@ -31,6 +31,30 @@ def hear(session, at):
     current_registry().heard_from(session)
 
 
+def heard_nvr(hostname, at):
+    """A new NVR whose connection was heard from at ``at`` (in an app context): its id."""
+    nvr_id = add_nvr(hostname)
+    session = NvrSession(peer=None, nvr_id=nvr_id, hostname=hostname, now=at)
+    current_registry().add_nvr(session)
+    hear(session, at)
+    return nvr_id
+
+
+def flush_beside_one_under_way(app, **options):
+    """``flush_last_seen(app, **options)`` begun while another flush is under
+    way: whether it waited for that one, and what it returned once it ended."""
+    under_way = app.extensions.setdefault(jobs.FLUSH_LOCK_KEY, threading.Lock())
+    returned = []
+    under_way.acquire()
+    flusher = threading.Thread(target=lambda: returned.append(jobs.flush_last_seen(app, **options)))
+    flusher.start()
+    flusher.join(0.2)
+    waited = flusher.is_alive() and returned == []
+    under_way.release()
+    flusher.join(5)
+    return waited, returned
+
+
 def test_flush_writes_every_heard_from_nvr_in_one_go_and_only_once(app):
     with app.app_context():
         ids = [add_nvr(f"nvr-{i}") for i in range(3)]
@@ -140,13 +164,9 @@ def test_runtime_starts_both_jobs_and_stops_them_with_the_app(app):
 
 
 def test_flush_still_writes_the_others_when_an_nvr_was_deleted_meanwhile(app):
+    t = now()
     with app.app_context():
-        kept, gone = add_nvr("kept"), add_nvr("gone")
-        t = now()
-        for nvr_id in (kept, gone):
-            session = NvrSession(peer=None, nvr_id=nvr_id, hostname=str(nvr_id), now=t)
-            current_registry().add_nvr(session)
-            hear(session, t)
+        kept, gone = heard_nvr("kept", t), heard_nvr("gone", t)
         db.session.delete(db.session.get(Nvr, gone))
         db.session.commit()
         db.session.remove()
@@ -159,59 +179,29 @@ def test_flush_still_writes_the_others_when_an_nvr_was_deleted_meanwhile(app):
 
 def test_the_sweep_and_the_flush_job_wait_for_a_flush_under_way_instead_of_writing_again(app):
     with app.app_context():
-        nvr_id = add_nvr("heard")
-        session = NvrSession(peer=None, nvr_id=nvr_id, hostname="heard", now=now())
-        current_registry().add_nvr(session)
-        hear(session, now())  # after the flush under way took its batch
-    under_way = app.extensions.setdefault(jobs.FLUSH_LOCK_KEY, threading.Lock())
-    joined = []
-    under_way.acquire()
-    joiner = threading.Thread(
-        target=lambda: joined.append(jobs.flush_last_seen(app, join_running=True)))
-    joiner.start()
-    joiner.join(0.2)
-    assert joiner.is_alive() and joined == []  # waiting for the flush under way
+        heard_nvr("heard", now())  # after the flush under way took its batch
 
-    under_way.release()
-    joiner.join(5)
-
-    assert joined == [0]  # it wrote nothing itself
+    # It waited for the flush under way, and wrote nothing itself.
+    assert flush_beside_one_under_way(app, join_running=True) == (True, [0])
     assert jobs.flush_last_seen(app) == 1  # what was heard meanwhile goes with the next
 
 
 def test_a_flush_that_must_write_waits_for_the_one_under_way_then_writes(app):
     """The graceful stop's flush: nothing heard is left unwritten."""
     with app.app_context():
-        nvr_id = add_nvr("last words")
-        session = NvrSession(peer=None, nvr_id=nvr_id, hostname="last words", now=now())
-        current_registry().add_nvr(session)
-        hear(session, now())
-    under_way = app.extensions.setdefault(jobs.FLUSH_LOCK_KEY, threading.Lock())
-    written = []
-    under_way.acquire()
-    writer = threading.Thread(target=lambda: written.append(jobs.flush_last_seen(app)))
-    writer.start()
-    writer.join(0.2)
-    assert writer.is_alive() and written == []
+        heard_nvr("last words", now())
 
-    under_way.release()
-    writer.join(5)
-
-    assert written == [1]
+    assert flush_beside_one_under_way(app) == (True, [1])
 
 
 def test_a_flush_never_moves_last_seen_back(app):
     """An older connection's last heartbeat (or another worker's flush) may be
     written after a newer connect has set a later last_seen."""
+    t = now()
     with app.app_context():
-        newer, older, never = add_nvr("newer"), add_nvr("older"), add_nvr("never")
-        t = now()
+        newer, older, never = (heard_nvr(hostname, t) for hostname in ("newer", "older", "never"))
         presence.connect(newer, "new", t + timedelta(seconds=5))
         presence.connect(older, "old", t - timedelta(seconds=5))
-        for nvr_id in (newer, older, never):
-            session = NvrSession(peer=None, nvr_id=nvr_id, hostname=str(nvr_id), now=t)
-            current_registry().add_nvr(session)
-            hear(session, t)
         db.session.remove()
 
     assert jobs.flush_last_seen(app) == 3
