@@ -225,12 +225,14 @@ def test_disconnects_arriving_together_move_only_the_nvrs_their_connection_holds
         for index, nvr_id in enumerate(nvrs):
             presence.connect(nvr_id, f"c{index}", now())
     results = {}
+    # Each its own moment and reason: a batch must not give one disconnect another's.
+    moments = [now() + timedelta(seconds=index) for index in range(len(nvrs))]
 
     def disconnect(index):
         # Odd ones close a connection that no longer holds the NVR: no effect.
         connection = f"c{index}" if index % 2 == 0 else "replaced"
         reason = presence.STALE if index % 4 == 0 else presence.DISCONNECTED
-        results[index] = presence.disconnect(nvrs[index], connection, reason, now())
+        results[index] = presence.disconnect(nvrs[index], connection, reason, moments[index])
 
     assert race(app, len(nvrs), disconnect) == []
     with app.app_context():
@@ -239,9 +241,11 @@ def test_disconnects_arriving_together_move_only_the_nvrs_their_connection_holds
                 assert results[index] is None and nvr_row(nvr_id).status == "online"
             else:
                 reason = "stale" if index % 4 == 0 else "disconnected"
-                assert (results[index].nvr_id, results[index].reason) == (nvr_id, reason)
+                assert (results[index].nvr_id, results[index].reason, results[index].at) == (
+                    nvr_id, reason, moments[index])
                 assert (nvr_row(nvr_id).status, nvr_row(nvr_id).status_version) == ("offline", 2)
-                assert [e.reason for e in events(nvr_id)][-2:] == [reason, reason]
+                assert [(e.reason, e.at) for e in events(nvr_id)][-2:] == [
+                    (reason, moments[index])] * 2
 
 
 def test_it_applies_camera_reports_from_the_current_connection_only(ctx, listener):
