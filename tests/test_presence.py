@@ -132,8 +132,9 @@ def test_it_sweeps_only_nvrs_silent_for_longer_than_stale_after(ctx, listener):
 
     transitions = presence.sweep_stale(t, stale_after=5)
 
-    assert [(x.nvr_id, x.reason) for x in transitions] == [(silent, "stale")]
+    assert [(x.nvr_id, x.reason, x.at) for x in transitions] == [(silent, "stale", t)]
     assert (nvr_row(silent).status, nvr_row(alive).status) == ("offline", "online")
+    assert [(e.to_status, e.reason, e.at) for e in events(silent)][-1] == ("offline", "stale", t)
     assert [m["nvr_id"] for m in listener()] == [silent]
 
 

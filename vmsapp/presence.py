@@ -174,12 +174,20 @@ def _disconnect_in_one_statement(batch):
     event rows, as one statement built once (as a connect's), in autocommit.
     Built for each batch, the move was four times a connect's CPU."""
     nvr_ids, connections, reasons, moments = zip(*batch)
+    return _move_in_autocommit(
+        _disconnect_statement(),
+        bulk.unnest_values("holders", nvr_id=nvr_ids, connection_id=connections,
+                           reason=reasons, at=moments),
+        dict(zip(nvr_ids, reasons)), dict(zip(nvr_ids, moments)))
+
+
+def _move_in_autocommit(statement, parameters, reason, at):
+    """Online to offline by one prebuilt statement (``_moved_rows``), atomic
+    on its own, so in autocommit: one round trip, no BEGIN or COMMIT. Its
+    transitions; ``reason`` and ``at`` are one each, or one per NVR id."""
     with autocommit_connection() as connection:
-        rows = connection.execute(_disconnect_statement(), bulk.unnest_values(
-            "holders", nvr_id=nvr_ids, connection_id=connections, reason=reasons,
-            at=moments)).all()
-    reason_of, at = dict(zip(nvr_ids, reasons)), dict(zip(nvr_ids, moments))
-    return [_transition(row, sorted(row.camera_ids or []), ONLINE, OFFLINE, reason_of[row.id], at)
+        rows = connection.execute(statement, parameters).all()
+    return [_transition(row, sorted(row.camera_ids or []), ONLINE, OFFLINE, reason, at)
             for row in rows]
 
 
@@ -213,15 +221,37 @@ def sweep_stale(now, stale_after):
     Catches NVRs whose worker died; live workers notice their own silent peers
     first. Safe to run in every process at once."""
     cutoff = now - timedelta(seconds=stale_after)
-    with _transaction():
-        transitions = _move_nvrs([sa.or_(NVRS.c.last_seen < cutoff, NVRS.c.last_seen.is_(None))],
-                                 ONLINE, OFFLINE, STALE, now)
+    if _on_postgresql():
+        transitions = _move_in_autocommit(_sweep_statement(), {"cutoff": cutoff, "at": now},
+                                          STALE, now)
+    else:
+        with _transaction():
+            transitions = _move_nvrs([_silent_since(cutoff)], ONLINE, OFFLINE, STALE, now)
     _announce(transitions)
     bus = current_bus()
     for transition in transitions:
         # A live connection somewhere may still hold it: make it reconnect.
         bus.close_nvr(transition.nvr_id, protocol.CLOSE_STALE, "heartbeat timeout")
     return transitions
+
+
+def _silent_since(cutoff):
+    return sa.or_(NVRS.c.last_seen < cutoff, NVRS.c.last_seen.is_(None))
+
+
+@functools.cache
+def _sweep_statement():
+    """The sweep as one PostgreSQL statement, built once: it runs every
+    ``VMS_SWEEP_INTERVAL`` in every worker, and building it each time was
+    most of its CPU (4.6 ms a sweep with nothing stale)."""
+    at = sa.bindparam("at", type_=UtcDateTime())
+    moved = (sa.update(NVRS)
+             .where(NVRS.c.status == ONLINE,
+                    _silent_since(sa.bindparam("cutoff", type_=UtcDateTime())))
+             .values(status=OFFLINE, status_version=NVRS.c.status_version + 1)
+             .returning(*MOVED_COLUMNS, at.label("at"))
+             .cte("moved"))
+    return _moved_rows(moved, sa.true(), ONLINE, OFFLINE, STALE)
 
 
 def report_cameras(nvr_id, connection_id, reports, now):
@@ -378,7 +408,8 @@ MOVED_COLUMNS = (NVRS.c.id, NVRS.c.hostname, NVRS.c.name, NVRS.c.status_version,
 def _transition(row, camera_ids, previous, status, reason, at):
     return NvrTransition(
         nvr_id=row.id, hostname=row.hostname, name=row.name, status=status,
-        previous_status=previous, reason=reason, status_version=row.status_version,
+        previous_status=previous, status_version=row.status_version,
+        reason=reason[row.id] if isinstance(reason, dict) else reason,
         last_seen=row.last_seen, at=at[row.id] if isinstance(at, dict) else at,
         camera_ids=camera_ids)
 
