@@ -27,3 +27,16 @@ def test_a_dashboard_that_never_got_its_snapshot_is_not_left_subscribed(app):
 
         assert peer.sent == ['{"type":"dashboard_ok"}']
         assert current_registry().dashboards() == []
+
+
+def test_a_heartbeat_ack_gives_the_server_time_in_utc_to_the_millisecond():
+    """SPEC §3: ISO 8601 UTC with a Z, whatever zone the time was read in."""
+    from datetime import datetime, timedelta, timezone
+
+    from vmsapp.realtime import protocol
+
+    utc = datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    paris = utc.astimezone(timezone(timedelta(hours=1)))
+    for moment in (utc, paris):
+        assert protocol.encoded_heartbeat_ack(moment) == (
+            '{"type":"heartbeat_ack","server_time":"2026-11-27T10:00:00.123Z"}')

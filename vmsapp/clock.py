@@ -12,4 +12,6 @@ def isoformat(value):
     """ISO 8601 UTC with a ``Z`` suffix (SPEC §3), or None."""
     if value is None:
         return None
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if value.tzinfo is not timezone.utc:  # what ``now`` gives needs no conversion
+        value = value.astimezone(timezone.utc)
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -112,7 +112,9 @@ class Peer:
         self.ws = ws
         self.address = address
         self.bearer = bearer  # a credential from the upgrade's Authorization header
-        self._lock = threading.RLock()
+        # Not re-entrant, as nothing that holds it writes through ``ws.sock``:
+        # under gevent an RLock is pure Python, five calls more a message.
+        self._lock = threading.Lock()
         self._readable = None  # under gevent: the socket's read watcher (see receive)
         self._timer = None  # under gevent: wakes receive at a deadline (see _wait_readable)
         self._timer_period = math.inf
