@@ -123,7 +123,7 @@ def test_it_marks_offline_when_the_current_connection_ends(ctx, listener, reason
 
 
 def test_it_sweeps_only_nvrs_silent_for_longer_than_stale_after(ctx, listener):
-    silent, _ = make_nvr(hostname="silent")
+    silent, silent_cameras = make_nvr(hostname="silent")
     alive, _ = make_nvr(hostname="alive")
     t = now()
     presence.connect(silent, "s", t - timedelta(seconds=10))
@@ -134,7 +134,8 @@ def test_it_sweeps_only_nvrs_silent_for_longer_than_stale_after(ctx, listener):
 
     assert [(x.nvr_id, x.reason, x.at) for x in transitions] == [(silent, "stale", t)]
     assert (nvr_row(silent).status, nvr_row(alive).status) == ("offline", "online")
-    assert [(e.to_status, e.reason, e.at) for e in events(silent)][-1] == ("offline", "stale", t)
+    assert [(e.camera_id, e.reason, e.at) for e in events(silent) if e.to_status == "offline"] == [
+        (None, "stale", t)] + [(camera_id, "stale", t) for camera_id in silent_cameras]
     assert [m["nvr_id"] for m in listener()] == [silent]
 
 
@@ -143,6 +144,8 @@ def test_it_records_one_transition_when_disconnect_and_sweeps_race(app):
     with app.app_context():
         nvr_id, camera_ids = make_nvr(cameras=3)
         presence.connect(nvr_id, "c1", now() - timedelta(seconds=60))
+        watcher = DashboardSession(peer=None)
+        current_registry().add_dashboard(watcher)
 
     def contend(index):
         if index % 2:
@@ -157,6 +160,8 @@ def test_it_records_one_transition_when_disconnect_and_sweeps_race(app):
         offline = [e for e in events(nvr_id) if e.to_status == "offline"]
         assert len(offline) == 1 + len(camera_ids)
         assert nvr_row(nvr_id).status_version == 2
+    broadcasts = [json.loads(watcher.outbox.get_nowait()) for _ in range(watcher.outbox.qsize())]
+    assert [(m["type"], m["status"]) for m in broadcasts] == [("nvr_status", "offline")]
 
 
 def test_connects_arriving_together_each_get_their_own_transition(app):
@@ -247,6 +252,32 @@ def test_disconnects_arriving_together_move_only_the_nvrs_their_connection_holds
                 assert (nvr_row(nvr_id).status, nvr_row(nvr_id).status_version) == ("offline", 2)
                 assert [(e.reason, e.at) for e in events(nvr_id)][-2:] == [
                     (reason, moments[index])] * 2
+
+
+def test_a_batch_of_disconnects_gives_each_its_own_reason_and_time(ctx, listener):
+    """One batch, as the combiner hands it over: each disconnect with its own
+    reason and moment, one of them from a connection that no longer holds its NVR."""
+    nvrs = [make_nvr(cameras=1, hostname=f"nvr-{i}")[0] for i in range(4)]
+    for index, nvr_id in enumerate(nvrs):
+        presence.connect(nvr_id, f"c{index}", now())
+    listener()
+    t = now()
+    batch = [(nvrs[0], "c0", presence.STALE, t + timedelta(seconds=1)),
+             (nvrs[1], "c1", presence.DISCONNECTED, t + timedelta(seconds=2)),
+             (nvrs[2], "replaced", presence.DISCONNECTED, t + timedelta(seconds=3)),
+             (nvrs[3], "c3", presence.STALE, t + timedelta(seconds=4))]
+
+    results = presence._disconnect_all(batch)
+
+    assert results[2] is None and nvr_row(nvrs[2]).status == "online"
+    moved = [args for args, result in zip(batch, results) if result is not None]
+    assert [(r.nvr_id, r.reason, r.at) for r in results if r is not None] == [
+        (nvr_id, reason, at) for nvr_id, _, reason, at in moved]
+    for nvr_id, _, reason, at in moved:
+        assert nvr_row(nvr_id).status == "offline"
+        assert [(e.reason, e.at) for e in events(nvr_id)][-2:] == [(reason, at)] * 2
+    assert sorted((m["nvr_id"], m["reason"]) for m in listener()) == [
+        (nvr_id, reason) for nvr_id, _, reason, _ in moved]
 
 
 def test_it_applies_camera_reports_from_the_current_connection_only(ctx, listener):

@@ -193,21 +193,23 @@ def _move_in_autocommit(statement, parameters, reason, at):
 
 @functools.cache
 def _disconnect_statement():
-    """The statement of ``_disconnect_in_one_statement``. The rows are locked
-    in id order first, as a connect batch locks them, so a disconnect batch
-    and a connect batch of another worker sharing NVRs wait for each other
-    instead of deadlocking; the compare-and-set is then checked on the row as
-    it is once locked."""
+    """The statement of ``_disconnect_in_one_statement``. The rows still held
+    by the closing connections are locked in id order first, as a connect
+    batch and the sweep lock theirs, so two of them sharing NVRs wait for each
+    other instead of deadlocking. A row being changed meanwhile is checked
+    again once its change is committed: a connection replaced by then is no
+    longer the holder, and its row is neither locked nor moved."""
     holders = bulk.unnest_table("holders", nvr_id=sa.Integer, connection_id=sa.String,
                                 reason=sa.String, at=UtcDateTime())
+    held = [NVRS.c.id == holders.c.nvr_id, NVRS.c.connection_id == holders.c.connection_id,
+            NVRS.c.status == ONLINE]
     locked = (sa.select(NVRS.c.id)
-              .where(NVRS.c.id == holders.c.nvr_id)
+              .where(*held)
               .order_by(NVRS.c.id)
               .with_for_update(of=NVRS)
               .cte("locked"))
     moved = (sa.update(NVRS)
-             .where(NVRS.c.id == holders.c.nvr_id, locked.c.id == NVRS.c.id,
-                    NVRS.c.connection_id == holders.c.connection_id, NVRS.c.status == ONLINE)
+             .where(locked.c.id == NVRS.c.id, *held)
              .values(status=OFFLINE, status_version=NVRS.c.status_version + 1)
              .returning(*MOVED_COLUMNS, holders.c.at.label("at"),
                         holders.c.reason.label("reason"))
@@ -222,8 +224,8 @@ def sweep_stale(now, stale_after):
     first. Safe to run in every process at once."""
     cutoff = now - timedelta(seconds=stale_after)
     if _on_postgresql():
-        transitions = _move_in_autocommit(_sweep_statement(), {"cutoff": cutoff, "at": now},
-                                          STALE, now)
+        transitions = _move_in_autocommit(
+            _sweep_statement(), {"sweep_cutoff": cutoff, "sweep_at": now}, STALE, now)
     else:
         with _transaction():
             transitions = _move_nvrs([_silent_since(cutoff)], ONLINE, OFFLINE, STALE, now)
@@ -243,11 +245,23 @@ def _silent_since(cutoff):
 def _sweep_statement():
     """The sweep as one PostgreSQL statement, built once: it runs every
     ``VMS_SWEEP_INTERVAL`` in every worker, and building it each time was
-    most of its CPU (4.6 ms a sweep with nothing stale)."""
-    at = sa.bindparam("at", type_=UtcDateTime())
+    most of its CPU (4.6 ms a sweep with nothing stale).
+
+    It locks the silent rows in id order, as connect and disconnect batches
+    lock theirs, and skips a row another transaction holds: that NVR is being
+    connected, disconnected or written as heard from, so not left silent, and
+    a sweep never waits for it nor deadlocks with it. If it is silent after
+    all, the next sweep takes it."""
+    silent = [NVRS.c.status == ONLINE,
+              _silent_since(sa.bindparam("sweep_cutoff", type_=UtcDateTime()))]
+    locked = (sa.select(NVRS.c.id)
+              .where(*silent)
+              .order_by(NVRS.c.id)
+              .with_for_update(of=NVRS, skip_locked=True)
+              .cte("locked"))
+    at = sa.bindparam("sweep_at", type_=UtcDateTime())
     moved = (sa.update(NVRS)
-             .where(NVRS.c.status == ONLINE,
-                    _silent_since(sa.bindparam("cutoff", type_=UtcDateTime())))
+             .where(locked.c.id == NVRS.c.id, *silent)
              .values(status=OFFLINE, status_version=NVRS.c.status_version + 1)
              .returning(*MOVED_COLUMNS, at.label("at"))
              .cte("moved"))
@@ -348,23 +362,16 @@ def _move_nvrs(conditions, previous, status, reason, at):
 
 
 def _move_nvrs_in_one_statement(conditions, previous, status, reason, at):
-    """``_move_nvrs`` as one PostgreSQL statement (data-modifying CTEs): one
-    round trip instead of three. Under a reconnect storm each round trip waits
-    for the event loop's turn, so round trips, not the database, set the pace."""
-    if isinstance(at, dict):
-        moments = bulk.unnest_table("moments", nvr_id=sa.Integer, at=UtcDateTime())
-        parameters = bulk.unnest_values("moments", nvr_id=at.keys(), at=at.values())
-        update, moment = sa.update(NVRS).where(NVRS.c.id == moments.c.nvr_id), moments.c.at
-    else:
-        parameters = {}
-        update, moment = sa.update(NVRS), sa.literal(at, UtcDateTime())
-    moved = (update
+    """``_move_nvrs`` as one PostgreSQL statement (data-modifying CTEs), at
+    one time ``at``: one round trip instead of three, in the caller's
+    transaction (deleting an NVR). The moves that run at a rate (connects,
+    disconnects, the sweep) have statements of their own, built once."""
+    moved = (sa.update(NVRS)
              .where(NVRS.c.status == previous, *conditions)
              .values(status=status, status_version=NVRS.c.status_version + 1)
-             .returning(*MOVED_COLUMNS, moment.label("at"))
+             .returning(*MOVED_COLUMNS, sa.literal(at, UtcDateTime()).label("at"))
              .cte("moved"))
-    result = db.session.execute(_moved_rows(moved, sa.true(), previous, status, reason),
-                                parameters).all()
+    result = db.session.execute(_moved_rows(moved, sa.true(), previous, status, reason)).all()
     return [_transition(row, sorted(row.camera_ids or []), previous, status, reason, at)
             for row in result]
 
@@ -375,14 +382,14 @@ def _moved_rows(moved, changed, previous, status, reason=None):
     status, their cameras move and the event rows are written. Selects the
     rows of ``moved`` with their moved ``camera_ids``. ``reason`` is the
     events' reason, or None when ``moved`` has one per row (its ``reason``)."""
-    carried = [moved.c.at] if reason else [moved.c.at, moved.c.reason]
+    carried = [moved.c.at] if reason is not None else [moved.c.at, moved.c.reason]
     cameras = (sa.update(CAMERAS)
                .where(CAMERAS.c.nvr_id == moved.c.id, changed, CAMERAS.c.status == previous)
                .values(status=status)
                .returning(CAMERAS.c.id, CAMERAS.c.nvr_id, *carried)
                .cte("moved_cameras"))
     fixed = [sa.literal(previous), sa.literal(status)]
-    nvr_reason, camera_reason = ((sa.literal(reason),) * 2 if reason
+    nvr_reason, camera_reason = ((sa.literal(reason),) * 2 if reason is not None
                                  else (moved.c.reason, cameras.c.reason))
     rows = sa.union_all(
         sa.select(moved.c.id.label("nvr_id"), sa.null().label("camera_id"), *fixed,
