@@ -91,3 +91,28 @@ def test_a_peer_heard_from_regularly_is_woken_only_by_its_frames():
         finally:
             sender.kill()
             peer._stop_timer()
+
+
+def test_a_frame_that_came_while_the_worker_was_busy_is_read_not_taken_for_silence():
+    """The worker is held up past a peer's deadline (a reconnect storm on a
+    slow machine) while the peer's frame arrives: when the event loop runs
+    again, the deadline's timer and the socket are due together, and the
+    timer may be served first. The peer must get its frame, not an auth
+    timeout or a stale mark."""
+    import gevent
+    from websockets.frames import Frame, Opcode
+
+    client, server = socket.socketpair()
+    with client, server:
+        ws = SimpleNamespace(sock=server, thread=NoReader(), connected=True, ping_interval=None,
+                             environ={}, max_message_size=65536, input_buffer=[],
+                             receive_bytes=4096)
+        peer = Peer(ws, "127.0.0.1")
+        receiver = gevent.spawn(peer.receive, 0.05)
+        gevent.sleep(0)  # the receiver waits, its timer due in 50 ms
+        client.sendall(Frame(Opcode.TEXT, b"hello").serialize(mask=True))
+        time.sleep(0.1)  # holds the event loop, as work that never yields does
+        try:
+            assert receiver.get(timeout=5) == "hello"
+        finally:
+            peer._stop_timer()

@@ -158,7 +158,11 @@ class Peer:
                     continue
                 wake = min(wake, self._next_ping)
             try:
-                readable = self._wait_readable(wake - now)
+                # Past the deadline, one look without waiting: after a stretch of
+                # work that never yielded, the timer and the socket come due in the
+                # same turn of the event loop, which may serve the timer first; the
+                # frame that came meanwhile was in time (else: auth_timeout, stale).
+                readable = self._wait_readable(wake - now) or self._wait_readable(0)
             except (ConnectionClosed, OSError):
                 continue  # close() woke us: the loop sees the peer is gone
             if readable:
