@@ -37,19 +37,27 @@ def update_by_id(connection, table, rows, only_later=None):
     same keys, ``id`` among them) gives, setting its other keys. An id with no
     row matches nothing and fails nothing. With ``only_later`` (a column's
     name), a row is left alone where that column already holds a later value
-    than the new one."""
+    than the new one.
+
+    On PostgreSQL the rows are locked in id order first, as every status move
+    locks its rows (``presence``): the ``last_seen`` flush and another
+    worker's connect batch sharing NVRs then wait for each other instead of
+    deadlocking."""
     if not rows:
         return
     columns = [table.c.id] + [table.c[name] for name in rows[0] if name != "id"]
     if connection.dialect.name == "postgresql":
+        t = table.name
         names = ", ".join(column.name for column in columns)
         assignments = ", ".join(f"{column.name} = v.{column.name}" for column in columns[1:])
-        later = (f" AND ({table.name}.{only_later} IS NULL"
-                 f" OR {table.name}.{only_later} < v.{only_later})" if only_later else "")
+        later = (f" AND ({t}.{only_later} IS NULL OR {t}.{only_later} < v.{only_later})"
+                 if only_later else "")
         connection.exec_driver_sql(
-            f"UPDATE {table.name} SET {assignments}"
-            f" FROM unnest({_arrays(connection, columns)}) AS v({names})"
-            f" WHERE {table.name}.id = v.id{later}",
+            f"WITH v AS (SELECT * FROM unnest({_arrays(connection, columns)}) AS v({names})),"
+            f" locked AS (SELECT {t}.id FROM {t} JOIN v ON {t}.id = v.id"
+            f" ORDER BY {t}.id FOR UPDATE OF {t})"
+            f" UPDATE {t} SET {assignments} FROM v, locked"
+            f" WHERE {t}.id = v.id AND locked.id = {t}.id{later}",
             _as_arrays(connection, columns, rows))
     else:
         assignments = ", ".join(f"{column.name} = ?" for column in columns[1:])
