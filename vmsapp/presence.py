@@ -131,13 +131,8 @@ def _connect_statement():
     worker committed meanwhile."""
     claims = bulk.unnest_table("claims", nvr_id=sa.Integer, connection_id=sa.String,
                                at=UtcDateTime())
-    # Locked in id order, as every connect batch locks: two workers' batches
-    # sharing NVRs wait for each other instead of deadlocking.
-    before = (sa.select(NVRS.c.id, NVRS.c.status)
-              .where(NVRS.c.id == claims.c.nvr_id)
-              .order_by(NVRS.c.id)
-              .with_for_update(of=NVRS)
-              .cte("before_claim"))
+    before = _locked_in_id_order("before_claim", NVRS.c.id == claims.c.nvr_id,
+                                 columns=(NVRS.c.id, NVRS.c.status))
     was_offline = before.c.status == OFFLINE
     claimed = (sa.update(NVRS)
                .where(NVRS.c.id == claims.c.nvr_id, before.c.id == NVRS.c.id)
@@ -193,27 +188,17 @@ def _move_in_autocommit(statement, parameters, reason, at):
 
 @functools.cache
 def _disconnect_statement():
-    """The statement of ``_disconnect_in_one_statement``. The rows still held
-    by the closing connections are locked in id order first, as a connect
-    batch and the sweep lock theirs, so two of them sharing NVRs wait for each
-    other instead of deadlocking. A row being changed meanwhile is checked
-    again once its change is committed: a connection replaced by then is no
-    longer the holder, and its row is neither locked nor moved."""
+    """The statement of ``_disconnect_in_one_statement``: only the rows still
+    held by the closing connections are locked and moved. A row being changed
+    meanwhile is checked again once its change is committed: a connection
+    replaced by then is no longer the holder."""
     holders = bulk.unnest_table("holders", nvr_id=sa.Integer, connection_id=sa.String,
                                 reason=sa.String, at=UtcDateTime())
     held = [NVRS.c.id == holders.c.nvr_id, NVRS.c.connection_id == holders.c.connection_id,
             NVRS.c.status == ONLINE]
-    locked = (sa.select(NVRS.c.id)
-              .where(*held)
-              .order_by(NVRS.c.id)
-              .with_for_update(of=NVRS)
-              .cte("locked"))
-    moved = (sa.update(NVRS)
-             .where(locked.c.id == NVRS.c.id, *held)
-             .values(status=OFFLINE, status_version=NVRS.c.status_version + 1)
-             .returning(*MOVED_COLUMNS, holders.c.at.label("at"),
-                        holders.c.reason.label("reason"))
-             .cte("moved"))
+    locked = _locked_in_id_order("locked", *held)
+    moved = _moving(OFFLINE, [locked.c.id == NVRS.c.id, *held],
+                    holders.c.at.label("at"), holders.c.reason.label("reason"))
     return _moved_rows(moved, sa.true(), ONLINE, OFFLINE)
 
 
@@ -247,25 +232,38 @@ def _sweep_statement():
     ``VMS_SWEEP_INTERVAL`` in every worker, and building it each time was
     most of its CPU (4.6 ms a sweep with nothing stale).
 
-    It locks the silent rows in id order, as connect and disconnect batches
-    lock theirs, and skips a row another transaction holds: that NVR is being
-    connected, disconnected or written as heard from, so not left silent, and
-    a sweep never waits for it nor deadlocks with it. If it is silent after
-    all, the next sweep takes it."""
+    It skips a row another transaction holds: that NVR is being connected,
+    disconnected or written as heard from, so not left silent, and a sweep
+    never waits for it. If it is silent after all, the next sweep takes it."""
     silent = [NVRS.c.status == ONLINE,
               _silent_since(sa.bindparam("sweep_cutoff", type_=UtcDateTime()))]
-    locked = (sa.select(NVRS.c.id)
-              .where(*silent)
-              .order_by(NVRS.c.id)
-              .with_for_update(of=NVRS, skip_locked=True)
-              .cte("locked"))
-    at = sa.bindparam("sweep_at", type_=UtcDateTime())
-    moved = (sa.update(NVRS)
-             .where(locked.c.id == NVRS.c.id, *silent)
-             .values(status=OFFLINE, status_version=NVRS.c.status_version + 1)
-             .returning(*MOVED_COLUMNS, at.label("at"))
-             .cte("moved"))
+    locked = _locked_in_id_order("locked", *silent, skip_locked=True)
+    moved = _moving(OFFLINE, [locked.c.id == NVRS.c.id, *silent],
+                    sa.bindparam("sweep_at", type_=UtcDateTime()).label("at"))
     return _moved_rows(moved, sa.true(), ONLINE, OFFLINE, STALE)
+
+
+def _locked_in_id_order(name, *conditions, columns=(NVRS.c.id,), skip_locked=False):
+    """The CTE ``name`` of the NVR rows matching ``conditions``, locked (FOR
+    UPDATE) in id order. Every PostgreSQL statement that moves NVRs locks its
+    rows this way first, as the ``last_seen`` flush does (``bulk``), so two
+    of them sharing rows wait for each other instead of deadlocking."""
+    return (sa.select(*columns)
+            .where(*conditions)
+            .order_by(NVRS.c.id)
+            .with_for_update(of=NVRS, skip_locked=skip_locked)
+            .cte(name))
+
+
+def _moving(status, conditions, *carried):
+    """The CTE ``moved``: the NVR rows matching ``conditions`` set to
+    ``status``, one status version on, returning ``MOVED_COLUMNS`` and
+    ``carried`` (their ``at``, and a per-row ``reason`` if there is one)."""
+    return (sa.update(NVRS)
+            .where(*conditions)
+            .values(status=status, status_version=NVRS.c.status_version + 1)
+            .returning(*MOVED_COLUMNS, *carried)
+            .cte("moved"))
 
 
 def report_cameras(nvr_id, connection_id, reports, now):
@@ -366,11 +364,8 @@ def _move_nvrs_in_one_statement(conditions, previous, status, reason, at):
     one time ``at``: one round trip instead of three, in the caller's
     transaction (deleting an NVR). The moves that run at a rate (connects,
     disconnects, the sweep) have statements of their own, built once."""
-    moved = (sa.update(NVRS)
-             .where(NVRS.c.status == previous, *conditions)
-             .values(status=status, status_version=NVRS.c.status_version + 1)
-             .returning(*MOVED_COLUMNS, sa.literal(at, UtcDateTime()).label("at"))
-             .cte("moved"))
+    moved = _moving(status, [NVRS.c.status == previous, *conditions],
+                    sa.literal(at, UtcDateTime()).label("at"))
     result = db.session.execute(_moved_rows(moved, sa.true(), previous, status, reason)).all()
     return [_transition(row, sorted(row.camera_ids or []), previous, status, reason, at)
             for row in result]

@@ -158,11 +158,7 @@ class Peer:
                     continue
                 wake = min(wake, self._next_ping)
             try:
-                # Past the deadline, one look without waiting: after a stretch of
-                # work that never yielded, the timer and the socket come due in the
-                # same turn of the event loop, which may serve the timer first; the
-                # frame that came meanwhile was in time (else: auth_timeout, stale).
-                readable = self._wait_readable(wake - now) or self._wait_readable(0)
+                readable = self._wait_readable(wake - now)
             except (ConnectionClosed, OSError):
                 continue  # close() woke us: the loop sees the peer is gone
             if readable:
@@ -200,7 +196,11 @@ class Peer:
             except _Timeout:
                 now = time.monotonic()
                 if now >= at:
-                    return False
+                    # One look without waiting: after a stretch of work that never
+                    # yielded, the timer and the socket come due in the same turn
+                    # of the event loop, which may serve the timer first; what came
+                    # meanwhile was in time (else: auth_timeout, a stale mark).
+                    return self._wait_readable(0)
             finally:
                 self._waiting = None
 
