@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from vmsapp import fleet, presence
+from vmsapp import admission, credentials, presence
 from vmsapp.clock import now
 from vmsapp.extensions import db
 from vmsapp.models import Camera, Nvr, StatusEvent
@@ -164,21 +164,32 @@ def test_it_records_one_transition_when_disconnect_and_sweeps_race(app):
     assert [(m["type"], m["status"]) for m in broadcasts] == [("nvr_status", "offline")]
 
 
-def test_connects_arriving_together_each_get_their_own_transition(app):
+def make_agent(cameras=2, hostname="nvr-a"):
+    """An NVR with cameras and a token: ``(nvr_id, camera_ids, token)``."""
+    nvr_id, camera_ids = make_nvr(cameras, hostname)
+    token = credentials.issue_nvr_token(db.session.get(Nvr, nvr_id))
+    db.session.commit()
+    return nvr_id, camera_ids, token
+
+
+def test_agents_admitted_together_each_get_their_own_nvr_and_transition(app):
     with app.app_context():
-        nvrs = [make_nvr(cameras=2, hostname=f"nvr-{i}") for i in range(12)]
+        agents = [make_agent(cameras=index % 3, hostname=f"Agent-{index}") for index in range(12)]
     results = {}
     # Each its own moment: a batch must not give one connect another's time.
-    moments = [now() + timedelta(seconds=index) for index in range(len(nvrs))]
+    moments = [now() + timedelta(seconds=index) for index in range(len(agents))]
 
-    def connect(index):
-        nvr_id, _ = nvrs[index]
-        results[nvr_id] = presence.connect(nvr_id, f"c{index}", moments[index])
+    def admit(index):
+        # Any case of the hostname finds its NVR.
+        hostname = f"AGENT-{index}" if index % 2 else f"agent-{index}"
+        results[index] = admission.admit(hostname, agents[index][2], f"c{index}", moments[index])
 
-    assert race(app, len(nvrs), connect) == []
+    assert race(app, len(agents), admit) == []
     with app.app_context():
-        for index, (nvr_id, camera_ids) in enumerate(nvrs):
-            transition = results[nvr_id]
+        for index, (nvr_id, camera_ids, _) in enumerate(agents):
+            nvr, refused, transition = results[index]
+            assert (nvr.id, nvr.hostname, refused) == (nvr_id, f"Agent-{index}", None)
+            assert [camera.id for camera in nvr.cameras] == camera_ids
             assert (transition.nvr_id, transition.camera_ids, transition.at) == (
                 nvr_id, camera_ids, moments[index])
             row = nvr_row(nvr_id)
@@ -189,35 +200,56 @@ def test_connects_arriving_together_each_get_their_own_transition(app):
                 (c, "online", moments[index]) for c in camera_ids]
 
 
-def test_agents_looked_up_together_each_get_their_own_nvr_and_cameras(app):
+def test_a_batch_of_admissions_refuses_only_the_agents_that_fail(ctx, listener):
+    """One batch, as the combiner hands it over: an unknown hostname and a
+    wrong or missing token are refused and change nothing, beside two
+    agents admitted, one of them online already."""
+    admitted, camera_ids, token = make_agent(cameras=2, hostname="Admitted")
+    online, _, online_token = make_agent(cameras=1, hostname="online")
+    wrong, _, _ = make_agent(cameras=1, hostname="wrong")
+    missing, _, _ = make_agent(cameras=1, hostname="missing")
+    presence.connect(online, "earlier", now())
+    listener()
+    t = now()
+    batch = [("admitted", token, "c1", t), ("no-such-nvr", token, "c2", t),
+             ("wrong", token, "c3", t), ("missing", None, "c4", t),
+             ("online", online_token, "c5", t)]
+
+    results = admission._admit_all(batch)
+
+    assert [(nvr and nvr.id, refused) for nvr, refused, _ in results] == [
+        (admitted, None), (None, admission.INVALID_HOSTNAME), (wrong, admission.INVALID_TOKEN),
+        (missing, admission.INVALID_TOKEN), (online, None)]
+    assert results[0].transition.camera_ids == camera_ids
+    assert results[4].transition is None  # online already: the claim alone
+    assert [m["nvr_id"] for m in listener()] == [admitted]
+    for nvr_id in (wrong, missing):
+        row = nvr_row(nvr_id)
+        assert (row.status, row.connection_id, events(nvr_id)) == ("offline", None, [])
+    assert (nvr_row(online).connection_id, nvr_row(online).status_version) == ("c5", 1)
+
+
+def test_the_open_auth_mode_admits_an_agent_without_its_token(ctx):
+    ctx.config["VMS_AUTH_MODE"] = "open"
+    nvr_id, _, _ = make_agent()
+
+    nvr, refused, transition = admission.admit("nvr-a", None, "c1", now())
+
+    assert (nvr.id, refused, transition.nvr_id) == (nvr_id, None, nvr_id)
+
+
+def test_admissions_of_one_nvr_arriving_together_make_one_transition(app):
     with app.app_context():
-        nvrs = {f"Agent-{i}": make_nvr(cameras=i % 3, hostname=f"Agent-{i}") for i in range(10)}
-    # Any case finds the NVR; an unknown hostname finds nothing.
-    asked = [hostname.upper() if i % 2 else hostname.lower()
-             for i, hostname in enumerate(nvrs)] + ["no-such-agent"]
-    found = {}
+        nvr_id, camera_ids, token = make_agent(cameras=2)
+    results = []
 
-    def look_up(index):
-        found[asked[index]] = fleet.find_agent_nvr(asked[index])
+    def admit(index):
+        results.append(admission.admit("NVR-A" if index % 2 else "nvr-a", token, f"c{index}",
+                                       now()))
 
-    assert race(app, len(asked), look_up) == []
-    assert found.pop("no-such-agent") is None
-    for hostname, agent in found.items():
-        nvr_id, camera_ids = nvrs[agent.hostname]
-        assert agent.hostname.lower() == hostname.lower()
-        assert (agent.id, [camera.id for camera in agent.cameras]) == (nvr_id, camera_ids)
-
-
-def test_connects_of_one_nvr_arriving_together_make_one_transition(app):
-    with app.app_context():
-        nvr_id, camera_ids = make_nvr(cameras=2)
-    transitions = []
-
-    def connect(index):
-        transitions.append(presence.connect(nvr_id, f"c{index}", now()))
-
-    assert race(app, 8, connect) == []
-    assert len([t for t in transitions if t is not None]) == 1
+    assert race(app, 8, admit) == []
+    assert [refused for _, refused, _ in results] == [None] * 8
+    assert len([transition for _, _, transition in results if transition is not None]) == 1
     with app.app_context():
         row = nvr_row(nvr_id)
         assert (row.status, row.status_version) == ("online", 1)

@@ -40,17 +40,10 @@ class AgentNvr(NamedTuple):
     cameras: list
 
 
-def find_agent_nvr(hostname):
-    """The ``AgentNvr`` with this hostname, whatever its case, or None.
-
-    Lookups arriving together share one query: a site reconnecting at once
-    costs a few queries, not one per agent (``batching``)."""
-    return shared_combiner("agent_lookup", _find_agent_nvrs).submit(hostname.lower())
-
-
-def _find_agent_nvrs(batch):
-    """One ``AgentNvr`` or None per ``(lowercased hostname,)`` of ``batch``."""
-    wanted = sorted({hostname for hostname, in batch})
+def find_agent_nvrs(hostnames):
+    """The ``AgentNvr`` of each lowercased hostname, whatever the NVR's case,
+    or None: one query for a batch of agents' authentications (``admission``)."""
+    wanted = sorted(set(hostnames))
     # A connection of its own, not the session of whichever caller writes the
     # batch: the read is over, and the connection back in the pool, at once.
     with autocommit_connection() as connection:
@@ -68,12 +61,12 @@ def _find_agent_nvrs(batch):
     agents = {hostname: AgentNvr(row.id, row.hostname, row.name, row.token_hash,
                                  own_cameras[row.id])
               for hostname, row in found.items()}
-    return [agents.get(hostname) for hostname, in batch]
+    return [agents.get(hostname) for hostname in hostnames]
 
 
 @functools.cache
 def _agent_lookup():
-    """The statement of ``_find_agent_nvrs`` on SQLite, built once: every
+    """The statement of ``find_agent_nvrs`` on SQLite, built once: every
     batch runs the same statement object, which SQLAlchemy neither builds nor
     keys again; only the IN list is rendered per batch."""
     nvrs = Nvr.__table__

@@ -66,11 +66,9 @@ class CameraTransition:
 
 def connect(nvr_id, connection_id, now):
     """Give the NVR's presence to ``connection_id``; online if it was offline.
-
-    The claim comes first, in the same transaction: from then on the close of
-    any older connection no longer matches and cannot mark the NVR offline.
-    Connects arriving together share one transaction (``batching``)."""
-    return shared_combiner("connect", _connect_all, _by_nvr).submit(nvr_id, connection_id, now)
+    The transition, or None. One connect on its own: agents' connects are
+    batched by ``admission``, through ``connect_all``."""
+    return connect_all([(nvr_id, connection_id, now)])[0]
 
 
 def disconnect(nvr_id, connection_id, reason, now):
@@ -87,9 +85,12 @@ def _by_nvr(args):
     return args[0]
 
 
-def _connect_all(batch):
+def connect_all(batch):
     """Connects of distinct NVRs, ``(nvr_id, connection_id, now)`` each, in one
-    transaction; the transition of each, or None."""
+    transaction; the transition of each, or None.
+
+    The claim comes first, in the same transaction: from then on the close of
+    any older connection no longer matches and cannot mark the NVR offline."""
     if _on_postgresql():
         transitions = _connect_in_one_statement(batch)
     else:

@@ -4,13 +4,13 @@ import logging
 
 from flask import current_app
 
-from .. import collector, credentials, fleet, presence
+from .. import admission, collector, credentials, fleet, presence
 from ..clock import now as clock_now
 from ..ratelimit import current_limiter
 from . import protocol
 from .bus import current_bus
 from .registry import current_registry
-from .sessions import DashboardSession, NvrSession
+from .sessions import DashboardSession, NvrSession, new_connection_id
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +37,19 @@ def handle_auth(peer, fields):
         refuse(peer, "too_many_attempts", "Too many failed attempts; wait a minute.")
         return None
     hostname = fields["hostname"]
-    nvr = fleet.find_agent_nvr(hostname)
-    if nvr is None:
-        refuse_credentials(peer, "invalid_hostname", "No NVR is registered with this hostname.",
+    connection_id = new_connection_id()
+    nvr, refused, transition = admission.admit(
+        hostname, fields.get("token") or peer.bearer, connection_id, now)
+    if refused == admission.INVALID_HOSTNAME:
+        refuse_credentials(peer, refused, "No NVR is registered with this hostname.",
                            f"hostname {hostname[:100]!r}")
         return None
-    if current_app.config["VMS_AUTH_MODE"] == "token" and not credentials.matches(
-            fields.get("token") or peer.bearer, nvr.token_hash):
-        refuse_credentials(peer, "invalid_token", "Wrong or missing token for this NVR.",
+    if refused == admission.INVALID_TOKEN:
+        refuse_credentials(peer, refused, "Wrong or missing token for this NVR.",
                            f"nvr {nvr.hostname}")
         return None
     reply = protocol.auth_ok(nvr, nvr.cameras, current_app.config["VMS_HEARTBEAT_INTERVAL"])
-    session = NvrSession(peer, nvr.id, nvr.hostname, now)
-    transition = presence.connect(session.nvr_id, session.connection_id, now)
+    session = NvrSession(peer, nvr.id, nvr.hostname, now, connection_id)
     current_registry().add_nvr(session)
     # Newest wins (rule 3): our claim is committed, so older connections'
     # closes no longer count as disconnects.

@@ -13,17 +13,22 @@ DASHBOARD_BACKLOG = 10_000
 DASHBOARD_BATCH = 500
 
 
+def new_connection_id():
+    """A fresh id for an agent's connection: the holder of its NVR's presence."""
+    return uuid.uuid4().hex
+
+
 class NvrSession:
     """An NVR agent's connection. ``touch`` is on the heartbeat's hot path: no
     lock, no I/O. ``last_seen`` reaches the database in batches: the socket
     loop tells the registry (``Registry.heard_from``), whose heard-from NVRs
     the flush job writes (``jobs``)."""
 
-    def __init__(self, peer, nvr_id, hostname, now):
+    def __init__(self, peer, nvr_id, hostname, now, connection_id=None):
         self.peer = peer
         self.nvr_id = nvr_id
         self.hostname = hostname
-        self.connection_id = uuid.uuid4().hex
+        self.connection_id = connection_id or new_connection_id()
         self.last_message = time.monotonic()
         self.last_seen = now
 
