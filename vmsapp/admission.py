@@ -6,12 +6,17 @@ batch waits for turns of the event loop, 5-15 ms apiece while a fleet
 reconnects, and handing an agent from one batch to the next cost it two more.
 An agent's auth waited about half as long at the preset (BENCHMARKS.md)."""
 
+import functools
 from typing import NamedTuple
 
+import sqlalchemy as sa
 from flask import current_app
 
-from . import credentials, fleet, presence
+from . import bulk, credentials, fleet, presence
 from .batching import shared_combiner
+from .database import autocommit_connection
+from .extensions import db
+from .models import Nvr, UtcDateTime
 
 INVALID_HOSTNAME = "invalid_hostname"
 INVALID_TOKEN = "invalid_token"
@@ -43,9 +48,15 @@ def _by_hostname(args):
 
 def _admit_all(batch):
     """An ``Admission`` for each ``(lowercased hostname, token, connection_id,
-    now)`` of ``batch``, their hostnames distinct: one lookup, then one
-    transaction of the claims that passed."""
+    now)`` of ``batch``, their hostnames distinct."""
     check_tokens = current_app.config["VMS_AUTH_MODE"] == "token"
+    if db.engine.dialect.name == "postgresql":
+        return _admit_in_one_statement(batch, check_tokens)
+    return _admit_in_two_steps(batch, check_tokens)
+
+
+def _admit_in_two_steps(batch, check_tokens):
+    """SQLite: one lookup, then one transaction of the claims that passed."""
     found = fleet.find_agent_nvrs([hostname for hostname, _, _, _ in batch])
     admissions = [None] * len(batch)
     claims = []
@@ -61,3 +72,62 @@ def _admit_all(batch):
         for (index, nvr, _), transition in zip(claims, transitions, strict=True):
             admissions[index] = Admission(nvr, None, transition)
     return admissions
+
+
+def _admit_in_one_statement(batch, check_tokens):
+    """PostgreSQL: the lookup, the tokens' check and the claims of ``batch`` as
+    one statement in autocommit (``_admission_statement``): one round trip,
+    where every round trip waits for a turn of the event loop."""
+    hostnames, tokens, connections, moments = zip(*batch)
+    digests = [credentials.digest(token) if token else None for token in tokens]
+    with autocommit_connection() as connection:
+        rows = connection.execute(_admission_statement(), {
+            **bulk.unnest_values("wanted", hostname=hostnames, digest=digests,
+                                 connection_id=connections, at=moments),
+            "check_tokens": check_tokens}).all()
+    agents = fleet.agent_nvrs_of(rows)
+    nvr_rows = {row.id: row for row in rows}  # a row per camera: the NVR's columns repeat
+    claimed = [row for row in nvr_rows.values() if row.claimed_id is not None]
+    transitions = presence.claimed_transitions(claimed, {row.id: row.claimed_at for row in claimed})
+    presence.announce(transitions)
+    moved_online = {transition.nvr_id: transition for transition in transitions}
+    admissions = []
+    for hostname in hostnames:
+        nvr = agents.get(hostname)
+        row = nvr_rows[nvr.id] if nvr is not None else None
+        if row is not None and row.claimed_id is not None:
+            admissions.append(Admission(nvr, None, moved_online.get(nvr.id)))
+        elif row is not None and check_tokens and not row.token_ok:
+            admissions.append(Admission(nvr, INVALID_TOKEN, None))
+        else:  # no such NVR, or deleted while the claim waited for its row
+            admissions.append(Admission(None, INVALID_HOSTNAME, None))
+    return admissions
+
+
+@functools.cache
+def _admission_statement():
+    """PostgreSQL, built once (as ``presence``'s moves): each wanted agent's
+    NVR looked up by lowercased hostname, its token's digest compared with
+    the stored one, and the NVRs that pass claimed (``presence.claiming``).
+    Its rows are ``fleet.agent_rows``, one per camera, with ``token_ok`` and
+    the claim's columns (``claimed_id`` None for an NVR not claimed).
+
+    The digests are compared as the API keys' are (``credentials.role_of``):
+    a secret's SHA-256 reveals nothing of the secret, so the comparison need
+    not take constant time."""
+    nvrs = Nvr.__table__
+    wanted = sa.select(bulk.unnest_table("wanted", hostname=sa.String, digest=sa.String,
+                                         connection_id=sa.String, at=UtcDateTime())
+                       ).cte("wanted")
+    of_wanted = wanted.join(nvrs, sa.func.lower(nvrs.c.hostname) == wanted.c.hostname)
+    token_ok = sa.func.coalesce(nvrs.c.token_hash == wanted.c.digest, False)
+    claims = (sa.select(nvrs.c.id.label("nvr_id"), wanted.c.connection_id, wanted.c.at)
+              .select_from(of_wanted)
+              .where(sa.or_(~sa.bindparam("check_tokens", type_=sa.Boolean), token_ok))
+              .cte("claims"))
+    claimed = presence.claiming(claims).cte("claimed")
+    return (fleet.agent_rows(of_wanted.outerjoin(claimed, claimed.c.id == nvrs.c.id))
+            .add_columns(token_ok.label("token_ok"), claimed.c.id.label("claimed_id"),
+                         claimed.c.at.label("claimed_at"), claimed.c.status_version,
+                         claimed.c.last_seen,
+                         claimed.c.was_offline, claimed.c.camera_ids))

@@ -52,16 +52,22 @@ def find_agent_nvrs(hostnames):
                                       bulk.unnest_values("wanted", hostname=wanted)).all()
         else:
             rows = connection.execute(_agent_lookup(), {"hostnames": wanted}).all()
+    agents = agent_nvrs_of(rows)
+    return [agents.get(hostname) for hostname in hostnames]
+
+
+def agent_nvrs_of(rows):
+    """The ``AgentNvr`` of each NVR in ``rows`` (of ``agent_rows``), by
+    lowercased hostname."""
     found = {}
     own_cameras = defaultdict(list)
     for row in rows:
         found.setdefault(row.hostname.lower(), row)
         if row.camera_id is not None:
             own_cameras[row.id].append(AgentCamera(row.camera_id, row.camera_name, row.channel))
-    agents = {hostname: AgentNvr(row.id, row.hostname, row.name, row.token_hash,
-                                 own_cameras[row.id])
-              for hostname, row in found.items()}
-    return [agents.get(hostname) for hostname in hostnames]
+    return {hostname: AgentNvr(row.id, row.hostname, row.name, row.token_hash,
+                               own_cameras[row.id])
+            for hostname, row in found.items()}
 
 
 @functools.cache
@@ -70,7 +76,7 @@ def _agent_lookup():
     batch runs the same statement object, which SQLAlchemy neither builds nor
     keys again; only the IN list is rendered per batch."""
     nvrs = Nvr.__table__
-    return _agent_rows(nvrs).where(
+    return agent_rows(nvrs).where(
         sa.func.lower(nvrs.c.hostname).in_(sa.bindparam("hostnames", expanding=True)))
 
 
@@ -82,12 +88,13 @@ def _agent_lookup_by_array():
     parse and plan."""
     nvrs = Nvr.__table__
     wanted = bulk.unnest_table("wanted", hostname=sa.String)
-    return _agent_rows(wanted.join(nvrs, sa.func.lower(nvrs.c.hostname) == wanted.c.hostname))
+    return agent_rows(wanted.join(nvrs, sa.func.lower(nvrs.c.hostname) == wanted.c.hostname))
 
 
-def _agent_rows(nvrs_found):
-    """The columns an agent's authentication needs of each NVR of
-    ``nvrs_found`` (``nvrs``, or a join giving its rows), once per camera."""
+def agent_rows(nvrs_found):
+    """A select of the columns an agent's authentication needs of each NVR of
+    ``nvrs_found`` (``nvrs``, or a join giving its rows), once per camera,
+    ordered by NVR and camera (``agent_nvrs_of``)."""
     nvrs, cameras = Nvr.__table__, Camera.__table__
     return (sa.select(nvrs.c.id, nvrs.c.hostname, nvrs.c.name, nvrs.c.token_hash,
                       cameras.c.id.label("camera_id"), cameras.c.name.label("camera_name"),

@@ -103,7 +103,7 @@ def connect_all(batch):
             transitions = _move_nvrs([NVRS.c.id.in_([nvr_id for nvr_id, _, _ in batch])],
                                      OFFLINE, ONLINE, CONNECTED,
                                      {nvr_id: now for nvr_id, _, now in batch})
-    _announce(transitions)
+    announce(transitions)
     by_nvr = {t.nvr_id: t for t in transitions}
     return [by_nvr.get(nvr_id) for nvr_id, _, _ in batch]
 
@@ -116,7 +116,12 @@ def _connect_in_one_statement(batch):
     with autocommit_connection() as connection:
         rows = connection.execute(_connect_statement(), bulk.unnest_values(
             "claims", nvr_id=nvr_ids, connection_id=connections, at=moments)).all()
-    at = dict(zip(nvr_ids, moments))
+    return claimed_transitions(rows, dict(zip(nvr_ids, moments)))
+
+
+def claimed_transitions(rows, at):
+    """The transitions of ``rows`` of a ``claiming`` statement, one per NVR
+    it moved online; ``at`` gives each NVR id's moment. Not yet announced."""
     return [_transition(row, sorted(row.camera_ids or []), OFFLINE, ONLINE, CONNECTED, at)
             for row in rows if row.was_offline]
 
@@ -125,13 +130,21 @@ def _connect_in_one_statement(batch):
 def _connect_statement():
     """The statement of ``_connect_in_one_statement``, built once: its rows are
     array parameters, so every batch runs the same statement object, and
-    SQLAlchemy neither builds nor keys it again (a tenth of a connect's CPU).
+    SQLAlchemy neither builds nor keys it again (a tenth of a connect's CPU)."""
+    return claiming(bulk.unnest_table("claims", nvr_id=sa.Integer, connection_id=sa.String,
+                                      at=UtcDateTime()))
+
+
+def claiming(claims):
+    """PostgreSQL: a statement giving each NVR of ``claims`` (rows of
+    ``nvr_id``, ``connection_id`` and ``at``, the NVRs distinct) to its
+    connection, and moving it online with its cameras and event rows if it
+    was offline. One row per claimed NVR: ``MOVED_COLUMNS``, ``at``,
+    ``was_offline`` and the ``camera_ids`` moved (``claimed_transitions``).
 
     Each row is locked (FOR UPDATE) as its status is read, so the status it
     had before the claim is the one the claim replaced, whatever another
     worker committed meanwhile."""
-    claims = bulk.unnest_table("claims", nvr_id=sa.Integer, connection_id=sa.String,
-                               at=UtcDateTime())
     before = _locked_in_id_order("before_claim", NVRS.c.id == claims.c.nvr_id,
                                  columns=(NVRS.c.id, NVRS.c.status))
     was_offline = before.c.status == OFFLINE
@@ -160,7 +173,7 @@ def _disconnect_all(batch):
                     [(nvr_id, connection) for nvr_id, connection, _, _ in group])
                 transitions += _move_nvrs([holders], ONLINE, OFFLINE, reason,
                                           {nvr_id: now for nvr_id, _, _, now in group})
-    _announce(transitions)
+    announce(transitions)
     by_nvr = {t.nvr_id: t for t in transitions}
     return [by_nvr.get(nvr_id) for nvr_id, _, _, _ in batch]
 
@@ -215,7 +228,7 @@ def sweep_stale(now, stale_after):
     else:
         with _transaction():
             transitions = _move_nvrs([_silent_since(cutoff)], ONLINE, OFFLINE, STALE, now)
-    _announce(transitions)
+    announce(transitions)
     bus = current_bus()
     for transition in transitions:
         # A live connection somewhere may still hold it: make it reconnect.
@@ -311,7 +324,7 @@ def delete_nvr(nvr_id, now):
         deleted = db.session.execute(sa.delete(NVRS).where(NVRS.c.id == nvr_id)).rowcount
     if not deleted:
         return False
-    _announce(transitions)
+    announce(transitions)
     bus = current_bus()
     bus.publish(protocol.nvr_deleted(nvr_id))
     bus.close_nvr(nvr_id, protocol.CLOSE_DELETED, "NVR deleted")
@@ -435,7 +448,7 @@ def _record(events):
     bulk.insert(db.session.connection(), EVENTS, events)
 
 
-def _announce(transitions):
+def announce(transitions):
     bus = current_bus()
     for transition in transitions:
         log.info("nvr %s (id %s) %s -> %s (%s), %d camera(s)", transition.hostname,
