@@ -1,10 +1,11 @@
 """An agent's ``auth`` below the socket: its NVR found by hostname, its token
 checked and its presence claimed, for every agent arriving together in one batch.
 
-One batch, not a lookup's batch followed by a connect's: under gevent each
-batch waits for turns of the event loop, 5-15 ms apiece while a fleet
-reconnects, and handing an agent from one batch to the next cost it two more.
-An agent's auth waited about half as long at the preset (BENCHMARKS.md)."""
+One batch, not a lookup's followed by a connect's, and on PostgreSQL one
+statement: under gevent every round trip, and every hand-over from one batch
+to the next, waits for a turn of the event loop, 5-15 ms apiece while a fleet
+reconnects. A reconnecting site's auths wait about half as long (BENCHMARKS.md,
+stop 17)."""
 
 import functools
 from typing import NamedTuple

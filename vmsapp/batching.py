@@ -1,5 +1,5 @@
 """Flat combining: concurrent callers share one trip to the database (a
-transaction of connects, an agent lookup, a dashboards' snapshot).
+transaction of agents' auths, a batch of disconnects, a dashboards' snapshot).
 
 A caller that finds no batch being written writes its own request, and whatever
 else arrives while it yields once to the threads ready to run. Callers arriving

@@ -90,7 +90,7 @@ def _ping_idle_connections(engine):
     it meanwhile (a restart, an idle timeout).
 
     SQLAlchemy's ``pool_pre_ping`` pings at every checkout: one more round
-    trip for each lookup and each connect batch, and under gevent every round
+    trip for each batch of auths or disconnects, and under gevent every round
     trip waits for a turn of the event loop, 5-15 ms while a fleet
     reconnects. A connection used within the last ``PING_IDLE_AFTER`` seconds
     is taken as alive; if the database went away in that second, the

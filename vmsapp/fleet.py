@@ -8,7 +8,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from . import bulk, credentials
+from . import credentials
 from .batching import shared_combiner
 from .database import autocommit_connection
 from .errors import ApiError
@@ -42,16 +42,12 @@ class AgentNvr(NamedTuple):
 
 def find_agent_nvrs(hostnames):
     """The ``AgentNvr`` of each lowercased hostname, whatever the NVR's case,
-    or None: one query for a batch of agents' authentications (``admission``)."""
-    wanted = sorted(set(hostnames))
+    or None: one query for a batch of agents' authentications (``admission``
+    on SQLite; on PostgreSQL the lookup is part of the claims' statement)."""
     # A connection of its own, not the session of whichever caller writes the
     # batch: the read is over, and the connection back in the pool, at once.
     with autocommit_connection() as connection:
-        if connection.dialect.name == "postgresql":
-            rows = connection.execute(_agent_lookup_by_array(),
-                                      bulk.unnest_values("wanted", hostname=wanted)).all()
-        else:
-            rows = connection.execute(_agent_lookup(), {"hostnames": wanted}).all()
+        rows = connection.execute(_agent_lookup(), {"hostnames": sorted(set(hostnames))}).all()
     agents = agent_nvrs_of(rows)
     return [agents.get(hostname) for hostname in hostnames]
 
@@ -78,17 +74,6 @@ def _agent_lookup():
     nvrs = Nvr.__table__
     return agent_rows(nvrs).where(
         sa.func.lower(nvrs.c.hostname).in_(sa.bindparam("hostnames", expanding=True)))
-
-
-@functools.cache
-def _agent_lookup_by_array():
-    """``_agent_lookup`` for PostgreSQL, the hostnames one array parameter:
-    one statement text whatever the batch's size, which psycopg prepares once,
-    where each length of an IN list was a statement of its own to render,
-    parse and plan."""
-    nvrs = Nvr.__table__
-    wanted = bulk.unnest_table("wanted", hostname=sa.String)
-    return agent_rows(wanted.join(nvrs, sa.func.lower(nvrs.c.hostname) == wanted.c.hostname))
 
 
 def agent_rows(nvrs_found):
