@@ -1,5 +1,6 @@
 """Fixtures: every storage test runs on SQLite and on PostgreSQL."""
 
+import json
 import os
 import uuid
 
@@ -116,6 +117,32 @@ def app(app_database_url):
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def ctx(app):
+    """The app, its context pushed."""
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def listener(ctx):
+    """A dashboard session in the registry, with no socket: a function that
+    returns the messages its outbox got since it was last called."""
+    from vmsapp.realtime.registry import current_registry
+    from vmsapp.realtime.sessions import DashboardSession
+
+    session = DashboardSession(peer=None)
+    current_registry().add_dashboard(session)
+
+    def messages():
+        out = []
+        while not session.outbox.empty():
+            out.append(json.loads(session.outbox.get_nowait()))
+        return out
+
+    return messages
 
 
 @pytest.fixture(scope="session")

@@ -1,83 +1,18 @@
 """The transition logic, below the socket: compare-and-set, events, broadcasts."""
 
 import json
-import threading
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from rows import events, make_nvr, nvr_row, race
 
-from vmsapp import admission, credentials, presence
+from vmsapp import presence
 from vmsapp.clock import now
 from vmsapp.extensions import db
-from vmsapp.models import Camera, Nvr, StatusEvent
+from vmsapp.models import Camera, Nvr
 from vmsapp.realtime.registry import current_registry
 from vmsapp.realtime.sessions import DashboardSession
-
-
-@pytest.fixture
-def ctx(app):
-    with app.app_context():
-        yield app
-
-
-@pytest.fixture
-def listener(ctx):
-    """A dashboard session in the registry, with no socket: we read its outbox."""
-    session = DashboardSession(peer=None)
-    current_registry().add_dashboard(session)
-
-    def messages():
-        out = []
-        while not session.outbox.empty():
-            out.append(json.loads(session.outbox.get_nowait()))
-        return out
-
-    return messages
-
-
-def make_nvr(cameras=2, hostname="nvr-a"):
-    t = now()
-    nvr = Nvr(name="A", hostname=hostname, created_at=t, updated_at=t)
-    nvr.cameras = [Camera(name=f"c{i}", channel=i, created_at=t, updated_at=t)
-                   for i in range(cameras)]
-    db.session.add(nvr)
-    db.session.commit()
-    return nvr.id, [c.id for c in nvr.cameras]
-
-
-def events(nvr_id):
-    return db.session.scalars(sa.select(StatusEvent).where(StatusEvent.nvr_id == nvr_id)
-                              .order_by(StatusEvent.id)).all()
-
-
-def nvr_row(nvr_id):
-    db.session.expire_all()
-    return db.session.get(Nvr, nvr_id)
-
-
-def race(app, count, work):
-    """Run ``work(index)`` in ``count`` threads started together, each in its
-    own app context; the exceptions they raised."""
-    start = threading.Barrier(count)
-    errors = []
-
-    def contender(index):
-        with app.app_context():
-            try:
-                start.wait()
-                work(index)
-            except Exception as error:  # collected: a thread cannot fail the test itself
-                errors.append(error)
-            finally:
-                db.session.remove()
-
-    threads = [threading.Thread(target=contender, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
 
 
 def test_it_marks_the_nvr_and_its_cameras_online_on_connect(ctx, listener):
@@ -162,99 +97,6 @@ def test_it_records_one_transition_when_disconnect_and_sweeps_race(app):
         assert nvr_row(nvr_id).status_version == 2
     broadcasts = [json.loads(watcher.outbox.get_nowait()) for _ in range(watcher.outbox.qsize())]
     assert [(m["type"], m["status"]) for m in broadcasts] == [("nvr_status", "offline")]
-
-
-def make_agent(cameras=2, hostname="nvr-a"):
-    """An NVR with cameras and a token: ``(nvr_id, camera_ids, token)``."""
-    nvr_id, camera_ids = make_nvr(cameras, hostname)
-    token = credentials.issue_nvr_token(db.session.get(Nvr, nvr_id))
-    db.session.commit()
-    return nvr_id, camera_ids, token
-
-
-def test_agents_admitted_together_each_get_their_own_nvr_and_transition(app):
-    with app.app_context():
-        agents = [make_agent(cameras=index % 3, hostname=f"Agent-{index}") for index in range(12)]
-    results = {}
-    # Each its own moment: a batch must not give one connect another's time.
-    moments = [now() + timedelta(seconds=index) for index in range(len(agents))]
-
-    def admit(index):
-        # Any case of the hostname finds its NVR.
-        hostname = f"AGENT-{index}" if index % 2 else f"agent-{index}"
-        results[index] = admission.admit(hostname, agents[index][2], f"c{index}", moments[index])
-
-    assert race(app, len(agents), admit) == []
-    with app.app_context():
-        for index, (nvr_id, camera_ids, _) in enumerate(agents):
-            nvr, refused, transition = results[index]
-            assert (nvr.id, nvr.hostname, refused) == (nvr_id, f"Agent-{index}", None)
-            assert [camera.id for camera in nvr.cameras] == camera_ids
-            assert (transition.nvr_id, transition.camera_ids, transition.at) == (
-                nvr_id, camera_ids, moments[index])
-            row = nvr_row(nvr_id)
-            assert (row.status, row.status_version, row.connection_id, row.last_seen) == (
-                "online", 1, f"c{index}", moments[index])
-            assert [(e.camera_id, e.to_status, e.at) for e in events(nvr_id)] == [
-                (None, "online", moments[index])] + [
-                (c, "online", moments[index]) for c in camera_ids]
-
-
-def test_a_batch_of_admissions_refuses_only_the_agents_that_fail(ctx, listener):
-    """One batch, as the combiner hands it over: an unknown hostname and a
-    wrong or missing token are refused and change nothing, beside two
-    agents admitted, one of them online already."""
-    admitted, camera_ids, token = make_agent(cameras=2, hostname="Admitted")
-    online, _, online_token = make_agent(cameras=1, hostname="online")
-    wrong, _, _ = make_agent(cameras=1, hostname="wrong")
-    missing, _, _ = make_agent(cameras=1, hostname="missing")
-    presence.connect(online, "earlier", now())
-    listener()
-    t = now()
-    batch = [("admitted", token, "c1", t), ("no-such-nvr", token, "c2", t),
-             ("wrong", token, "c3", t), ("missing", None, "c4", t),
-             ("online", online_token, "c5", t)]
-
-    results = admission._admit_all(batch)
-
-    assert [(nvr and nvr.id, refused) for nvr, refused, _ in results] == [
-        (admitted, None), (None, admission.INVALID_HOSTNAME), (wrong, admission.INVALID_TOKEN),
-        (missing, admission.INVALID_TOKEN), (online, None)]
-    assert results[0].transition.camera_ids == camera_ids
-    assert results[4].transition is None  # online already: the claim alone
-    assert [m["nvr_id"] for m in listener()] == [admitted]
-    for nvr_id in (wrong, missing):
-        row = nvr_row(nvr_id)
-        assert (row.status, row.connection_id, events(nvr_id)) == ("offline", None, [])
-    assert (nvr_row(online).connection_id, nvr_row(online).status_version) == ("c5", 1)
-
-
-def test_the_open_auth_mode_admits_an_agent_without_its_token(ctx):
-    ctx.config["VMS_AUTH_MODE"] = "open"
-    nvr_id, _, _ = make_agent()
-
-    nvr, refused, transition = admission.admit("nvr-a", None, "c1", now())
-
-    assert (nvr.id, refused, transition.nvr_id) == (nvr_id, None, nvr_id)
-
-
-def test_admissions_of_one_nvr_arriving_together_make_one_transition(app):
-    with app.app_context():
-        nvr_id, camera_ids, token = make_agent(cameras=2)
-    results = []
-
-    def admit(index):
-        results.append(admission.admit("NVR-A" if index % 2 else "nvr-a", token, f"c{index}",
-                                       now()))
-
-    assert race(app, 8, admit) == []
-    assert [refused for _, refused, _ in results] == [None] * 8
-    assert len([transition for _, _, transition in results if transition is not None]) == 1
-    with app.app_context():
-        row = nvr_row(nvr_id)
-        assert (row.status, row.status_version) == ("online", 1)
-        assert row.connection_id in {f"c{i}" for i in range(8)}
-        assert len(events(nvr_id)) == 1 + len(camera_ids)
 
 
 def test_disconnects_arriving_together_move_only_the_nvrs_their_connection_holds(app):

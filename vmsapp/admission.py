@@ -37,13 +37,14 @@ class Admission(NamedTuple):
 def admit(hostname, token, connection_id, now):
     """Admit the agent of ``hostname`` (any case) with ``token`` (checked in
     ``token`` auth mode): its NVR's presence goes to ``connection_id`` as of
-    ``now``, as ``presence.connect_all`` gives it. The ``Admission``."""
+    ``now``, and the NVR goes online if it was offline. The ``Admission``."""
     return shared_combiner("admission", _admit_all, _by_hostname).submit(
         hostname.lower(), token, connection_id, now)
 
 
 def _by_hostname(args):
-    """One request per NVR in a batch: each claim is a compare-and-set of its own."""
+    """One request per hostname in a batch, hence per NVR (hostnames are
+    unique whatever their case): a batch's claims must be of distinct NVRs."""
     return args[0]
 
 
@@ -88,30 +89,37 @@ def _admit_in_one_statement(batch, check_tokens):
             "check_tokens": check_tokens}).all()
     agents = fleet.agent_nvrs_of(rows)
     nvr_rows = {row.id: row for row in rows}  # a row per camera: the NVR's columns repeat
-    claimed = [row for row in nvr_rows.values() if row.claimed_id is not None]
-    transitions = presence.claimed_transitions(claimed, {row.id: row.claimed_at for row in claimed})
+    claimed_rows = [row for row in nvr_rows.values() if row.claimed]
+    transitions = presence.claimed_transitions(claimed_rows)
     presence.announce(transitions)
     moved_online = {transition.nvr_id: transition for transition in transitions}
-    admissions = []
-    for hostname in hostnames:
-        nvr = agents.get(hostname)
-        row = nvr_rows[nvr.id] if nvr is not None else None
-        if row is not None and row.claimed_id is not None:
-            admissions.append(Admission(nvr, None, moved_online.get(nvr.id)))
-        elif row is not None and check_tokens and not row.token_ok:
-            admissions.append(Admission(nvr, INVALID_TOKEN, None))
-        else:  # no such NVR, or deleted while the claim waited for its row
-            admissions.append(Admission(None, INVALID_HOSTNAME, None))
-    return admissions
+    return [_admission(agents.get(hostname), nvr_rows, moved_online, check_tokens)
+            for hostname in hostnames]
+
+
+def _admission(nvr, nvr_rows, moved_online, check_tokens):
+    """The ``Admission`` of one agent whose NVR the statement found (``nvr``,
+    or None)."""
+    if nvr is None:
+        return Admission(None, INVALID_HOSTNAME, None)
+    if nvr_rows[nvr.id].claimed:
+        return Admission(nvr, None, moved_online.get(nvr.id))
+    if check_tokens:
+        # A wrong token, or the NVR's was replaced (or the NVR renamed or
+        # deleted) while the claim waited for its row: the agent's next try
+        # gets the answer that holds then.
+        return Admission(nvr, INVALID_TOKEN, None)
+    return Admission(None, INVALID_HOSTNAME, None)  # renamed or deleted meanwhile
 
 
 @functools.cache
 def _admission_statement():
     """PostgreSQL, built once (as ``presence``'s moves): each wanted agent's
     NVR looked up by lowercased hostname, its token's digest compared with
-    the stored one, and the NVRs that pass claimed (``presence.claiming``).
-    Its rows are ``fleet.agent_rows``, one per camera, with ``token_ok`` and
-    the claim's columns (``claimed_id`` None for an NVR not claimed).
+    the stored one, and the NVRs that pass claimed (``presence.claiming``),
+    the hostname and token checked again on each row once it is locked. Its
+    rows are ``fleet.agent_rows``, one per camera, with ``claimed`` and the
+    claim's columns (the claim's hostname and name, as they are now).
 
     The digests are compared as the API keys' are (``credentials.role_of``):
     a secret's SHA-256 reveals nothing of the secret, so the comparison need
@@ -120,15 +128,24 @@ def _admission_statement():
     wanted = sa.select(bulk.unnest_table("wanted", hostname=sa.String, digest=sa.String,
                                          connection_id=sa.String, at=UtcDateTime())
                        ).cte("wanted")
-    of_wanted = wanted.join(nvrs, sa.func.lower(nvrs.c.hostname) == wanted.c.hostname)
-    token_ok = sa.func.coalesce(nvrs.c.token_hash == wanted.c.digest, False)
-    claims = (sa.select(nvrs.c.id.label("nvr_id"), wanted.c.connection_id, wanted.c.at)
-              .select_from(of_wanted)
-              .where(sa.or_(~sa.bindparam("check_tokens", type_=sa.Boolean), token_ok))
+    claims = (sa.select(nvrs.c.id.label("nvr_id"), wanted.c.hostname, wanted.c.digest,
+                        wanted.c.connection_id, wanted.c.at)
+              .select_from(wanted.join(nvrs, _found_by(wanted)))
               .cte("claims"))
-    claimed = presence.claiming(claims).cte("claimed")
-    return (fleet.agent_rows(of_wanted.outerjoin(claimed, claimed.c.id == nvrs.c.id))
-            .add_columns(token_ok.label("token_ok"), claimed.c.id.label("claimed_id"),
-                         claimed.c.at.label("claimed_at"), claimed.c.status_version,
-                         claimed.c.last_seen,
+    check_tokens = sa.bindparam("check_tokens", type_=sa.Boolean)
+    claimed = presence.claiming(
+        claims, _found_by(claims),
+        sa.or_(~check_tokens, sa.func.coalesce(nvrs.c.token_hash == claims.c.digest, False))
+    ).cte("claimed")
+    found = wanted.join(nvrs, _found_by(wanted)).outerjoin(claimed, claimed.c.id == nvrs.c.id)
+    return (fleet.agent_rows(found, wanted.c.hostname,
+                             hostname=sa.func.coalesce(claimed.c.hostname, nvrs.c.hostname),
+                             name=sa.func.coalesce(claimed.c.name, nvrs.c.name))
+            .add_columns(claimed.c.id.is_not(None).label("claimed"), claimed.c.at,
+                         claimed.c.status_version, claimed.c.last_seen,
                          claimed.c.was_offline, claimed.c.camera_ids))
+
+
+def _found_by(wanted):
+    """An NVR row is the one ``wanted`` (with a lowercased ``hostname``) asks for."""
+    return sa.func.lower(Nvr.__table__.c.hostname) == wanted.c.hostname

@@ -1,7 +1,11 @@
-"""NVR tokens and API keys: generated here, stored as SHA-256, compared in constant time.
+"""NVR tokens and API keys: generated here, stored as SHA-256, compared as digests.
 
 Both are 32 random bytes, so a plain SHA-256 is as hard to reverse as the
-secret is to guess; a slow password hash would only slow every request."""
+secret is to guess; a slow password hash would only slow every request. For
+the same reason a digest's comparison leaks nothing worth having: ``matches``
+takes constant time all the same, and the database compares digests where
+that saves a round trip (an API key's lookup, and agents' tokens on
+PostgreSQL: ``admission``)."""
 
 import hashlib
 import hmac

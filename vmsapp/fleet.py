@@ -53,12 +53,12 @@ def find_agent_nvrs(hostnames):
 
 
 def agent_nvrs_of(rows):
-    """The ``AgentNvr`` of each NVR in ``rows`` (of ``agent_rows``), by
-    lowercased hostname."""
+    """The ``AgentNvr`` of each NVR in ``rows`` (of ``agent_rows``), by the
+    lowercased hostname it was found by."""
     found = {}
     own_cameras = defaultdict(list)
     for row in rows:
-        found.setdefault(row.hostname.lower(), row)
+        found.setdefault(row.wanted, row)
         if row.camera_id is not None:
             own_cameras[row.id].append(AgentCamera(row.camera_id, row.camera_name, row.channel))
     return {hostname: AgentNvr(row.id, row.hostname, row.name, row.token_hash,
@@ -72,16 +72,21 @@ def _agent_lookup():
     batch runs the same statement object, which SQLAlchemy neither builds nor
     keys again; only the IN list is rendered per batch."""
     nvrs = Nvr.__table__
-    return agent_rows(nvrs).where(
-        sa.func.lower(nvrs.c.hostname).in_(sa.bindparam("hostnames", expanding=True)))
+    wanted = sa.func.lower(nvrs.c.hostname)
+    return agent_rows(nvrs, wanted).where(
+        wanted.in_(sa.bindparam("hostnames", expanding=True)))
 
 
-def agent_rows(nvrs_found):
+def agent_rows(nvrs_found, wanted, hostname=None, name=None):
     """A select of the columns an agent's authentication needs of each NVR of
     ``nvrs_found`` (``nvrs``, or a join giving its rows), once per camera,
-    ordered by NVR and camera (``agent_nvrs_of``)."""
+    ordered by NVR and camera (``agent_nvrs_of``). ``wanted`` is the
+    lowercased hostname the NVR was found by; ``hostname`` and ``name`` are
+    the NVR's columns unless given."""
     nvrs, cameras = Nvr.__table__, Camera.__table__
-    return (sa.select(nvrs.c.id, nvrs.c.hostname, nvrs.c.name, nvrs.c.token_hash,
+    return (sa.select(nvrs.c.id, wanted.label("wanted"),
+                      (nvrs.c.hostname if hostname is None else hostname).label("hostname"),
+                      (nvrs.c.name if name is None else name).label("name"), nvrs.c.token_hash,
                       cameras.c.id.label("camera_id"), cameras.c.name.label("camera_name"),
                       cameras.c.channel)
             .select_from(nvrs_found.outerjoin(cameras, cameras.c.nvr_id == nvrs.c.id))

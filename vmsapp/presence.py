@@ -1,4 +1,5 @@
-"""The only code that changes a status.
+"""The only code that changes a status (``admission``'s statement claims NVRs
+through ``claiming``, built here).
 
 Every change is a compare-and-set ``UPDATE … WHERE status = <old>`` whose
 matched rows are the transitions: whichever process's update matches records
@@ -66,8 +67,8 @@ class CameraTransition:
 
 def connect(nvr_id, connection_id, now):
     """Give the NVR's presence to ``connection_id``; online if it was offline.
-    The transition, or None. One connect on its own: agents' connects are
-    batched by ``admission``, through ``connect_all``."""
+    The transition, or None. One connect on its own, by NVR id, for tests and
+    a shell: agents are admitted in batches by hostname (``admission``)."""
     return connect_all([(nvr_id, connection_id, now)])[0]
 
 
@@ -116,13 +117,13 @@ def _connect_in_one_statement(batch):
     with autocommit_connection() as connection:
         rows = connection.execute(_connect_statement(), bulk.unnest_values(
             "claims", nvr_id=nvr_ids, connection_id=connections, at=moments)).all()
-    return claimed_transitions(rows, dict(zip(nvr_ids, moments)))
+    return claimed_transitions(rows)
 
 
-def claimed_transitions(rows, at):
+def claimed_transitions(rows):
     """The transitions of ``rows`` of a ``claiming`` statement, one per NVR
-    it moved online; ``at`` gives each NVR id's moment. Not yet announced."""
-    return [_transition(row, sorted(row.camera_ids or []), OFFLINE, ONLINE, CONNECTED, at)
+    it moved online. Not yet announced (``announce``)."""
+    return [_transition(row, sorted(row.camera_ids or []), OFFLINE, ONLINE, CONNECTED, row.at)
             for row in rows if row.was_offline]
 
 
@@ -135,7 +136,7 @@ def _connect_statement():
                                       at=UtcDateTime()))
 
 
-def claiming(claims):
+def claiming(claims, *still_true):
     """PostgreSQL: a statement giving each NVR of ``claims`` (rows of
     ``nvr_id``, ``connection_id`` and ``at``, the NVRs distinct) to its
     connection, and moving it online with its cameras and event rows if it
@@ -144,8 +145,10 @@ def claiming(claims):
 
     Each row is locked (FOR UPDATE) as its status is read, so the status it
     had before the claim is the one the claim replaced, whatever another
-    worker committed meanwhile."""
-    before = _locked_in_id_order("before_claim", NVRS.c.id == claims.c.nvr_id,
+    worker committed meanwhile. ``still_true``: conditions on the row (and
+    ``claims``) that must hold of it once locked, or it is not claimed:
+    PostgreSQL checks them again on a row changed meanwhile."""
+    before = _locked_in_id_order("before_claim", NVRS.c.id == claims.c.nvr_id, *still_true,
                                  columns=(NVRS.c.id, NVRS.c.status))
     was_offline = before.c.status == OFFLINE
     claimed = (sa.update(NVRS)

@@ -30,6 +30,13 @@ def refuse_credentials(peer, code, message, who):
     refuse(peer, code, message)
 
 
+# What an agent refused by ``admission`` is told, by error code.
+AUTH_REFUSALS = {
+    admission.INVALID_HOSTNAME: "No NVR is registered with this hostname.",
+    admission.INVALID_TOKEN: "Wrong or missing token for this NVR.",
+}
+
+
 def handle_auth(peer, fields):
     """``auth``: the peer is an NVR agent; returns its session, or None when refused."""
     now = clock_now()
@@ -40,13 +47,9 @@ def handle_auth(peer, fields):
     connection_id = new_connection_id()
     nvr, refused, transition = admission.admit(
         hostname, fields.get("token") or peer.bearer, connection_id, now)
-    if refused == admission.INVALID_HOSTNAME:
-        refuse_credentials(peer, refused, "No NVR is registered with this hostname.",
-                           f"hostname {hostname[:100]!r}")
-        return None
-    if refused == admission.INVALID_TOKEN:
-        refuse_credentials(peer, refused, "Wrong or missing token for this NVR.",
-                           f"nvr {nvr.hostname}")
+    if refused:
+        refuse_credentials(peer, refused, AUTH_REFUSALS[refused],
+                           f"hostname {hostname[:100]!r}" if nvr is None else f"nvr {nvr.hostname}")
         return None
     reply = protocol.auth_ok(nvr, nvr.cameras, current_app.config["VMS_HEARTBEAT_INTERVAL"])
     session = NvrSession(peer, nvr.id, nvr.hostname, now, connection_id)

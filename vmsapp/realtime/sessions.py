@@ -25,6 +25,7 @@ class NvrSession:
     the flush job writes (``jobs``)."""
 
     def __init__(self, peer, nvr_id, hostname, now, connection_id=None):
+        """``connection_id``: the one its NVR was claimed for; a fresh one if not given."""
         self.peer = peer
         self.nvr_id = nvr_id
         self.hostname = hostname

@@ -1,0 +1,110 @@
+"""An agent's auth below the socket: its NVR, its token, its claim, in batches."""
+
+from datetime import timedelta
+
+from rows import events, make_agent, nvr_row, race
+
+from vmsapp import admission, presence
+from vmsapp.clock import now
+from vmsapp.extensions import db
+from vmsapp.models import Nvr
+
+
+def test_agents_admitted_together_each_get_their_own_nvr_and_transition(app):
+    with app.app_context():
+        agents = [make_agent(cameras=index % 3, hostname=f"Agent-{index}") for index in range(12)]
+    results = {}
+    # Each its own moment: a batch must not give one connect another's time.
+    moments = [now() + timedelta(seconds=index) for index in range(len(agents))]
+
+    def admit(index):
+        # Any case of the hostname finds its NVR.
+        hostname = f"AGENT-{index}" if index % 2 else f"agent-{index}"
+        results[index] = admission.admit(hostname, agents[index][2], f"c{index}", moments[index])
+
+    assert race(app, len(agents), admit) == []
+    with app.app_context():
+        for index, (nvr_id, camera_ids, _) in enumerate(agents):
+            nvr, refused, transition = results[index]
+            assert (nvr.id, nvr.hostname, refused) == (nvr_id, f"Agent-{index}", None)
+            assert [camera.id for camera in nvr.cameras] == camera_ids
+            assert (transition.nvr_id, transition.camera_ids, transition.at) == (
+                nvr_id, camera_ids, moments[index])
+            row = nvr_row(nvr_id)
+            assert (row.status, row.status_version, row.connection_id, row.last_seen) == (
+                "online", 1, f"c{index}", moments[index])
+            assert [(e.camera_id, e.to_status, e.at) for e in events(nvr_id)] == [
+                (None, "online", moments[index])] + [
+                (c, "online", moments[index]) for c in camera_ids]
+
+
+def test_a_batch_of_admissions_refuses_only_the_agents_that_fail(ctx, listener):
+    """One batch, as the combiner hands it over: an unknown hostname and a
+    wrong or missing token are refused and change nothing, beside two
+    agents admitted, one of them online already."""
+    admitted, camera_ids, token = make_agent(cameras=2, hostname="Admitted")
+    online, _, online_token = make_agent(cameras=1, hostname="online")
+    wrong, _, _ = make_agent(cameras=1, hostname="wrong")
+    missing, _, _ = make_agent(cameras=1, hostname="missing")
+    presence.connect(online, "earlier", now())
+    listener()
+    t = now()
+    batch = [("admitted", token, "c1", t), ("no-such-nvr", token, "c2", t),
+             ("wrong", token, "c3", t), ("missing", None, "c4", t),
+             ("online", online_token, "c5", t)]
+
+    results = admission._admit_all(batch)
+
+    assert [(nvr and nvr.id, refused) for nvr, refused, _ in results] == [
+        (admitted, None), (None, admission.INVALID_HOSTNAME), (wrong, admission.INVALID_TOKEN),
+        (missing, admission.INVALID_TOKEN), (online, None)]
+    assert results[0].transition.camera_ids == camera_ids
+    assert results[4].transition is None  # online already: the claim alone
+    assert [m["nvr_id"] for m in listener()] == [admitted]
+    for nvr_id in (wrong, missing):
+        row = nvr_row(nvr_id)
+        assert (row.status, row.connection_id, events(nvr_id)) == ("offline", None, [])
+    assert (nvr_row(online).connection_id, nvr_row(online).status_version) == ("c5", 1)
+
+
+def test_admissions_of_one_nvr_arriving_together_make_one_transition(app):
+    with app.app_context():
+        nvr_id, camera_ids, token = make_agent(cameras=2)
+    results = []
+
+    def admit(index):
+        results.append(admission.admit("NVR-A" if index % 2 else "nvr-a", token, f"c{index}",
+                                       now()))
+
+    assert race(app, 8, admit) == []
+    assert [refused for _, refused, _ in results] == [None] * 8
+    assert len([transition for _, _, transition in results if transition is not None]) == 1
+    with app.app_context():
+        row = nvr_row(nvr_id)
+        assert (row.status, row.status_version) == ("online", 1)
+        assert row.connection_id in {f"c{i}" for i in range(8)}
+        assert len(events(nvr_id)) == 1 + len(camera_ids)
+
+
+def test_an_nvr_without_a_token_admits_no_agent_in_token_mode(ctx):
+    nvr_id, _, token = make_agent()
+    db.session.get(Nvr, nvr_id).token_hash = None  # as migrated NVRs may have
+    db.session.commit()
+
+    results = [admission.admit("nvr-a", presented, "c1", now()) for presented in (token, None)]
+
+    assert [(nvr.id, refused) for nvr, refused, _ in results] == [
+        (nvr_id, admission.INVALID_TOKEN)] * 2
+    assert (nvr_row(nvr_id).status, events(nvr_id)) == ("offline", [])
+
+
+def test_the_open_auth_mode_admits_an_agent_whatever_its_token(ctx):
+    ctx.config["VMS_AUTH_MODE"] = "open"
+    nvr_id, _, _ = make_agent()
+
+    results = [admission.admit("nvr-a", presented, f"c{index}", now())
+               for index, presented in enumerate((None, "not-its-token"))]
+
+    assert [(nvr.id, refused) for nvr, refused, _ in results] == [(nvr_id, None)] * 2
+    assert results[0].transition.nvr_id == nvr_id
+    assert nvr_row(nvr_id).connection_id == "c1"
