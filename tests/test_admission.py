@@ -1,6 +1,6 @@
 """An agent's auth below the socket: its NVR, its token, its claim, in batches."""
 
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 from rows import events, make_agent, nvr_row, race
 
@@ -30,6 +30,7 @@ def test_agents_admitted_together_each_get_their_own_nvr_and_transition(app):
             assert [camera.id for camera in nvr.cameras] == camera_ids
             assert (transition.nvr_id, transition.camera_ids, transition.at) == (
                 nvr_id, camera_ids, moments[index])
+            assert transition.at.tzinfo is timezone.utc  # as the clock gives it
             row = nvr_row(nvr_id)
             assert (row.status, row.status_version, row.connection_id, row.last_seen) == (
                 "online", 1, f"c{index}", moments[index])

@@ -3,9 +3,9 @@ checked and its presence claimed, for every agent arriving together in one batch
 
 One batch, not a lookup's followed by a connect's, and on PostgreSQL one
 statement: under gevent every round trip, and every hand-over from one batch
-to the next, waits for a turn of the event loop, 5-15 ms apiece while a fleet
-reconnects. A reconnecting site's auths wait about half as long (BENCHMARKS.md,
-stop 17)."""
+to the next, waits for a turn of the event loop, several milliseconds apiece
+while a fleet reconnects. At the preset an auth's wait in its batches fell from
+40-80 ms to about 11 at the median (BENCHMARKS.md, stop 17)."""
 
 import functools
 from typing import NamedTuple

@@ -79,7 +79,10 @@ def unnest_table(name, /, **types):
     go with its execution: ``unnest_values``."""
     arrays = [sa.bindparam(_unnest_parameter(name, column), type_=sa.ARRAY(type_))
               for column, type_ in types.items()]
-    return sa.func.unnest(*arrays).table_valued(*types).render_derived(name=name)
+    # Typed columns, so what a statement returns of them is converted as their
+    # type says (a ``UtcDateTime`` comes back in UTC, not the session's zone).
+    columns = [sa.column(column, type_) for column, type_ in types.items()]
+    return sa.func.unnest(*arrays).table_valued(*columns).render_derived(name=name)
 
 
 def unnest_values(name, /, **columns):
