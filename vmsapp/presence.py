@@ -189,17 +189,18 @@ def _disconnect_in_one_statement(batch):
     return _move_in_autocommit(
         _disconnect_statement(),
         bulk.unnest_values("holders", nvr_id=nvr_ids, connection_id=connections,
-                           reason=reasons, at=moments),
-        dict(zip(nvr_ids, reasons)), dict(zip(nvr_ids, moments)))
+                           reason=reasons, at=moments))
 
 
-def _move_in_autocommit(statement, parameters, reason, at):
+def _move_in_autocommit(statement, parameters, reason=None):
     """Online to offline by one prebuilt statement (``_moved_rows``), atomic
     on its own, so in autocommit: one round trip, no BEGIN or COMMIT. Its
-    transitions; ``reason`` and ``at`` are one each, or one per NVR id."""
+    transitions, each at its row's ``at``, for ``reason`` or, if None, its
+    row's ``reason``."""
     with autocommit_connection() as connection:
         rows = connection.execute(statement, parameters).all()
-    return [_transition(row, sorted(row.camera_ids or []), ONLINE, OFFLINE, reason, at)
+    return [_transition(row, sorted(row.camera_ids or []), ONLINE, OFFLINE,
+                        reason or row.reason, row.at)
             for row in rows]
 
 
@@ -227,7 +228,7 @@ def sweep_stale(now, stale_after):
     cutoff = now - timedelta(seconds=stale_after)
     if _on_postgresql():
         transitions = _move_in_autocommit(
-            _sweep_statement(), {"sweep_cutoff": cutoff, "sweep_at": now}, STALE, now)
+            _sweep_statement(), {"sweep_cutoff": cutoff, "sweep_at": now}, STALE)
     else:
         with _transaction():
             transitions = _move_nvrs([_silent_since(cutoff)], ONLINE, OFFLINE, STALE, now)
@@ -427,8 +428,7 @@ MOVED_COLUMNS = (NVRS.c.id, NVRS.c.hostname, NVRS.c.name, NVRS.c.status_version,
 def _transition(row, camera_ids, previous, status, reason, at):
     return NvrTransition(
         nvr_id=row.id, hostname=row.hostname, name=row.name, status=status,
-        previous_status=previous, status_version=row.status_version,
-        reason=reason[row.id] if isinstance(reason, dict) else reason,
+        previous_status=previous, reason=reason, status_version=row.status_version,
         last_seen=row.last_seen, at=at[row.id] if isinstance(at, dict) else at,
         camera_ids=camera_ids)
 
