@@ -2,9 +2,11 @@
 bystander, never a changed row where the request was refused (property-based)."""
 
 import json
+import socket
 import threading
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import Client, auth, dashboard, nvr_agent, unique, wait_until
@@ -184,3 +186,52 @@ def test_a_garbage_flood_does_not_hold_up_heartbeats_or_broadcasts(server):
     assert max(round_trips) < 1.0, round_trips
     assert broadcast < 1.0
     assert len(sent) > 200
+
+
+def raw_upgrade(server, headers):
+    """The status line and headers a raw upgrade request to /ws is answered with."""
+    lines = ["GET /ws HTTP/1.1", f"Host: 127.0.0.1:{server.port}", "Upgrade: websocket",
+             "Connection: Upgrade", *headers]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *fields = head.decode().split("\r\n")
+    return (int(status.split()[1]), dict(field.split(": ", 1) for field in fields),
+            body)
+
+
+# RFC 6455 §1.3's example: this key's accept value.
+RFC_KEY, RFC_ACCEPT = "dGhlIHNhbXBsZSBub25jZQ==", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+@pytest.mark.parametrize("headers, status", [
+    ([f"Sec-WebSocket-Key: {RFC_KEY}"], 426),
+    ([f"Sec-WebSocket-Key: {RFC_KEY}", "Sec-WebSocket-Version: 8"], 426),
+    (["Sec-WebSocket-Version: 13"], 400),
+    (["Sec-WebSocket-Key: not base64!", "Sec-WebSocket-Version: 13"], 400),
+    (["Sec-WebSocket-Key: c2hvcnQ=", "Sec-WebSocket-Version: 13"], 400),
+    ([f"Sec-WebSocket-Key: {RFC_KEY}", f"Sec-WebSocket-Key: {RFC_KEY}",
+      "Sec-WebSocket-Version: 13"], 400),
+])
+def test_an_upgrade_that_cannot_be_answered_is_refused_in_json(server, headers, status):
+    answered, fields, body = raw_upgrade(server, headers)
+    assert answered == status
+    assert fields["Content-Type"] == "application/json"
+    if status == 426:
+        assert fields["Sec-WebSocket-Version"] == "13"  # RFC 6455 §4.4
+    assert "Traceback" not in server.log()
+
+
+def test_an_upgrade_is_answered_with_the_accept_key(server):
+    status, fields, _ = raw_upgrade(server, [f"Sec-WebSocket-Key: {RFC_KEY}",
+                                             "Sec-WebSocket-Version: 13"])
+    assert status == 101
+    assert fields["Sec-WebSocket-Accept"] == RFC_ACCEPT
+    assert fields["Upgrade"].lower() == "websocket"
+    assert "Sec-WebSocket-Extensions" not in fields  # compression is off by default

@@ -12,8 +12,8 @@ log = logging.getLogger(__name__)
 CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-    415: "unsupported_media_type", 422: "invalid_field", 429: "too_many_requests",
-    500: "internal_error", 503: "unavailable",
+    415: "unsupported_media_type", 422: "invalid_field", 426: "upgrade_required",
+    429: "too_many_requests", 500: "internal_error", 503: "unavailable",
 }
 
 
@@ -62,7 +62,11 @@ class ApiError(Exception):
 
 
 # Headers that tell a client how to recover from the status.
-RECOVERY_HEADERS = {401: {"WWW-Authenticate": 'Bearer realm="vmsapp"'}, 429: {"Retry-After": "60"}}
+RECOVERY_HEADERS = {
+    401: {"WWW-Authenticate": 'Bearer realm="vmsapp"'},
+    426: {"Sec-WebSocket-Version": "13"},  # the versions this server speaks (RFC 6455 §4.4)
+    429: {"Retry-After": "60"},
+}
 
 
 def error_response(status, message, code=None, fields=None):

@@ -7,8 +7,9 @@ def init_app(app):
     """Give the app its registry and bus, and register the /ws route."""
     from .peer import reader_class
     from .routes import bp
+    from .upgrade import OPTIONS_KEY
 
-    app.config["SOCK_SERVER_OPTIONS"].setdefault("thread_class", reader_class())
+    app.config[OPTIONS_KEY].setdefault("thread_class", reader_class())
     connections = registry.Registry()
     app.extensions[registry.EXTENSION_KEY] = connections
     if app.config["REDIS_URL"]:

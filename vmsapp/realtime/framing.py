@@ -1,12 +1,12 @@
 """WebSocket frames after the handshake: bytes in, messages out, and back.
 
-simple-websocket does the handshake with wsproto, and on a socket with
-permessage-deflate (VMS_WS_COMPRESSION) or a reader thread (gthread) wsproto
-keeps the frames too: ``WsprotoFrames``. Under gevent, on an uncompressed
-socket, websockets' sans-I/O protocol takes over once the connection is open:
-``Frames``. It parses a heartbeat's frame in a third of the time wsproto
-takes, and wsproto's parsing was the largest single piece of a heartbeat's
-CPU; a heartbeat now costs about a fifth less (BENCHMARKS.md).
+On a socket with permessage-deflate (VMS_WS_COMPRESSION) or a reader thread
+(gthread), wsproto does the handshake and keeps the frames: ``WsprotoFrames``.
+Under gevent, on an uncompressed socket, websockets' sans-I/O protocol reads
+and writes them once the connection is open: ``Frames``. It parses a
+heartbeat's frame in a third of the time wsproto takes, and wsproto's parsing
+was the largest single piece of a heartbeat's CPU; a heartbeat now costs
+about a fifth less (BENCHMARKS.md).
 
 Either one records what it reads on simple-websocket's connection object,
 where ``Peer`` and simple-websocket look for it: ``input_buffer`` (messages),
@@ -29,11 +29,17 @@ CLOSED_ERRORS = (LocalProtocolError, InvalidState)
 MAX_CLOSE_REASON_BYTES = 123
 
 
+def read_by_websockets(environ, inline):
+    """Whether the frames of a socket upgraded by ``environ`` are websockets'
+    (``Frames``): its own greenlet reads them (``inline``) and its peer offered
+    no extension. Otherwise they are wsproto's, which then answers the
+    handshake too (``upgrade.WebSocket``)."""
+    return inline and not environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS")
+
+
 def frames_for(ws, inline):
-    """The frames of ``ws`` (a simple-websocket server connection, open):
-    websockets' protocol when the connection's greenlet reads it (``inline``)
-    and no extension was offered, wsproto otherwise."""
-    if inline and not ws.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS"):
+    """The frames of ``ws`` (a simple-websocket server connection, open)."""
+    if read_by_websockets(ws.environ, inline):
         return Frames(ws)
     return WsprotoFrames(ws)
 
@@ -44,11 +50,6 @@ class Frames:
     def __init__(self, ws):
         self._ws = ws
         self._protocol = Protocol(Side.SERVER, state=State.OPEN, max_size=ws.max_message_size)
-        # wsproto's connection and h11's handshake state, about 4.7 KB a socket
-        # (a fifth of what one holds), are done with. Only flask-sock's
-        # ws.close() after the handler would use them, and it finds the
-        # connection closed: ``Peer`` closes every one before its handler returns.
-        ws.ws = None
         self._opcode = None  # of the fragmented message being read, if one is
         self._fragments = []
 

@@ -11,8 +11,8 @@ from .. import presence
 from ..clock import now as clock_now
 from ..credentials import bearer
 from ..errors import ApiError
-from ..extensions import db, sock
-from . import protocol
+from ..extensions import db
+from . import protocol, upgrade
 from .handlers import DASHBOARD_MESSAGES, FIRST_MESSAGE, NVR_MESSAGES, refuse, send_snapshot
 from .peer import Peer
 from .registry import current_registry
@@ -40,6 +40,9 @@ def refuse_while_stopping():
         raise ApiError(503, "The server is restarting; reconnect shortly.")
 
 
+bp.before_request(upgrade.check_handshake)
+
+
 @bp.before_request
 def decline_compression():
     """Unless VMS_WS_COMPRESSION is on, the handshake never sees the peer's
@@ -48,7 +51,7 @@ def decline_compression():
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
-@sock.route("/ws", bp=bp)
+@upgrade.route(bp, "/ws")
 def websocket(ws):
     # Non-browser clients may send their credential in the upgrade request.
     peer = Peer(ws, request.remote_addr, bearer(request.headers.get("Authorization")))
