@@ -271,6 +271,27 @@ def dashboard(server, key=ADMIN_KEY):
     return client
 
 
+def raw_upgrade(server, headers, host=True):
+    """The status, headers and body a raw upgrade request to /ws with
+    ``headers`` (and a Host, unless not ``host``) is answered with."""
+    lines = ["GET /ws HTTP/1.1", *([f"Host: 127.0.0.1:{server.port}"] if host else []),
+             "Upgrade: websocket", "Connection: Upgrade", *headers]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status, *fields = head.decode("latin-1").split("\r\n")
+        fields = dict(field.split(": ", 1) for field in fields)
+        while len(body) < int(fields.get("Content-Length", 0)):
+            body += sock.recv(4096)
+    return int(status.split()[1]), fields, body
+
+
 class AnsweringPeer:
     """What a /ws handler called in-process needs of a socket: it records what
     it is sent, and closing it fails the test."""

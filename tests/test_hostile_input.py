@@ -2,14 +2,14 @@
 bystander, never a changed row where the request was refused (property-based)."""
 
 import json
-import socket
 import threading
 import time
 
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import Client, auth, dashboard, nvr_agent, unique, wait_until
+from support import Client, auth, dashboard, nvr_agent, raw_upgrade, unique, wait_until
 from websockets.exceptions import ConnectionClosed
 
 # Hypothesis keeps one server per test across its examples.
@@ -188,49 +188,43 @@ def test_a_garbage_flood_does_not_hold_up_heartbeats_or_broadcasts(server):
     assert len(sent) > 200
 
 
-def raw_upgrade(server, headers):
-    """The status line and headers a raw upgrade request to /ws is answered with."""
-    lines = ["GET /ws HTTP/1.1", f"Host: 127.0.0.1:{server.port}", "Upgrade: websocket",
-             "Connection: Upgrade", *headers]
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status, *fields = head.decode().split("\r\n")
-    return (int(status.split()[1]), dict(field.split(": ", 1) for field in fields),
-            body)
-
 
 # RFC 6455 §1.3's example: this key's accept value.
 RFC_KEY, RFC_ACCEPT = "dGhlIHNhbXBsZSBub25jZQ==", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+VERSION_13 = "Sec-WebSocket-Version: 13"
 
 
 @pytest.mark.parametrize("headers, status", [
     ([f"Sec-WebSocket-Key: {RFC_KEY}"], 426),
     ([f"Sec-WebSocket-Key: {RFC_KEY}", "Sec-WebSocket-Version: 8"], 426),
-    (["Sec-WebSocket-Version: 13"], 400),
-    (["Sec-WebSocket-Key: not base64!", "Sec-WebSocket-Version: 13"], 400),
-    (["Sec-WebSocket-Key: c2hvcnQ=", "Sec-WebSocket-Version: 13"], 400),
-    ([f"Sec-WebSocket-Key: {RFC_KEY}", f"Sec-WebSocket-Key: {RFC_KEY}",
-      "Sec-WebSocket-Version: 13"], 400),
+    ([VERSION_13], 400),
+    (["Sec-WebSocket-Key: not base64!", VERSION_13], 400),
+    (["Sec-WebSocket-Key: c2hvcnQ=", VERSION_13], 400),
+    (["Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ\xe9=", VERSION_13], 400),
+    ([f"Sec-WebSocket-Key: {RFC_KEY}", f"Sec-WebSocket-Key: {RFC_KEY}", VERSION_13], 400),
 ])
 def test_an_upgrade_that_cannot_be_answered_is_refused_in_json(server, headers, status):
+    logged_before = len(server.log())
     answered, fields, body = raw_upgrade(server, headers)
     assert answered == status
     assert fields["Content-Type"] == "application/json"
-    if status == 426:
-        assert fields["Sec-WebSocket-Version"] == "13"  # RFC 6455 §4.4
-    assert "Traceback" not in server.log()
+    assert set(json.loads(body)["error"]) >= {"code", "message"}
+    if status == 426:  # RFC 6455 §4.4: what to upgrade to
+        assert fields["Upgrade"] == "websocket"
+        assert fields["Sec-WebSocket-Version"] == "13"
+    assert "Traceback" not in server.log()[logged_before:]
 
 
-def test_an_upgrade_is_answered_with_the_accept_key(server):
-    status, fields, _ = raw_upgrade(server, [f"Sec-WebSocket-Key: {RFC_KEY}",
-                                             "Sec-WebSocket-Version: 13"])
+def test_a_plain_request_to_the_socket_is_refused_in_json(server):
+    response = requests.get(server.url + "/ws", timeout=5)
+    assert response.status_code == 400
+    assert set(response.json()["error"]) >= {"code", "message"}
+
+
+def test_an_upgrade_is_answered_with_the_accept_key_and_no_extension(server):
+    status, fields, _ = raw_upgrade(server, [
+        f"Sec-WebSocket-Key: {RFC_KEY}", VERSION_13,
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"])
     assert status == 101
     assert fields["Sec-WebSocket-Accept"] == RFC_ACCEPT
     assert fields["Upgrade"].lower() == "websocket"

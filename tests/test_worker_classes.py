@@ -11,13 +11,18 @@ import threading
 import time
 
 import pytest
-from support import ADMIN_KEY, ROOT, RawPeer, auth, dashboard, nvr_agent, wait_until
+from support import ADMIN_KEY, ROOT, RawPeer, auth, dashboard, nvr_agent, raw_upgrade, wait_until
 
 
 @pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
 def test_a_connection_lives_the_same_life_under_each_worker_class(make_server, worker_class):
     live = make_server(VMS_WORKER_CLASS=worker_class)
     nvr = live.create_nvr(cameras=1)
+    # An upgrade wsproto would answer under gthread and the server itself under
+    # gevent: refused alike, before either.
+    key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+    assert raw_upgrade(live, [key, "Sec-WebSocket-Version: 13"], host=False)[0] == 400
+    assert raw_upgrade(live, [key, "Sec-WebSocket-Version: 12"])[0] == 426
     dash = dashboard(live)
 
     first, ok = nvr_agent(live, nvr["hostname"])

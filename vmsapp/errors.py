@@ -64,7 +64,8 @@ class ApiError(Exception):
 # Headers that tell a client how to recover from the status.
 RECOVERY_HEADERS = {
     401: {"WWW-Authenticate": 'Bearer realm="vmsapp"'},
-    426: {"Sec-WebSocket-Version": "13"},  # the versions this server speaks (RFC 6455 §4.4)
+    # The protocol and versions this server speaks (RFC 9110 §15.5.22, RFC 6455 §4.4).
+    426: {"Upgrade": "websocket", "Sec-WebSocket-Version": "13"},
     429: {"Retry-After": "60"},
 }
 

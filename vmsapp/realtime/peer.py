@@ -330,7 +330,7 @@ class Peer:
     def _await_close_frame(self, timeout):
         ws = self.ws
         if ws.connected or ws.close_reason != CloseReason.NO_STATUS_RCVD:
-            return  # still open (flask-sock closes it), or the peer closed first
+            return  # still open (its TCP connection ends with the request), or closed by the peer
         if self._readable is None:
             ws.thread.join(timeout)  # the reader thread ends on the peer's close frame
             return

@@ -14,17 +14,20 @@ A handshake that cannot be answered is refused before either, with the JSON
 error of every other bad request: wsproto raised on it, which was a 500."""
 
 import base64
-import binascii
 import functools
+import logging
 
 import simple_websocket
 from flask import Response, current_app, request
 from simple_websocket import ConnectionClosed
 from websockets.utils import accept_key
+from wsproto.utilities import RemoteProtocolError
 
 from ..errors import ApiError
 from .framing import read_by_websockets
 from .peer import NoReader
+
+log = logging.getLogger(__name__)
 
 # RFC 6455 §4.2.1: the one version of the protocol.
 VERSION = "13"
@@ -33,14 +36,18 @@ OPTIONS_KEY = "WEBSOCKET_OPTIONS"
 
 
 def check_handshake():
-    """``before_request`` of /ws: refuse an upgrade without a key or version
-    this server can answer (RFC 6455 §4.2.1), 400 or 426, changing nothing."""
+    """``before_request`` of /ws: refuse an upgrade without the host, key and
+    version this server can answer (RFC 6455 §4.2.1), 400 or 426, changing
+    nothing. Routing has checked ``Upgrade`` and ``Connection`` already: a
+    request without them gets werkzeug's 400."""
     environ = request.environ
     if environ.get("HTTP_SEC_WEBSOCKET_VERSION") != VERSION:
         raise ApiError(426, f"Sec-WebSocket-Version must be {VERSION}.")
+    if not environ.get("HTTP_HOST"):
+        raise ApiError(400, "An upgrade needs a Host header.")
     try:
         key = base64.b64decode(environ.get("HTTP_SEC_WEBSOCKET_KEY", ""), validate=True)
-    except binascii.Error:
+    except ValueError:  # not base64 (binascii.Error), or not even ASCII
         key = b""
     if len(key) != KEY_BYTES:
         raise ApiError(400, f"Sec-WebSocket-Key must be {KEY_BYTES} bytes in base64.")
@@ -59,7 +66,7 @@ class WebSocket(simple_websocket.Server):
         if not self._inline:
             super().handshake()
             return
-        self.sock.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        self.sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                        b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
                        + accept_key(self.environ["HTTP_SEC_WEBSOCKET_KEY"]).encode()
                        + b"\r\n\r\n")
@@ -75,11 +82,17 @@ def route(bp, rule):
     def decorator(endpoint):
         @functools.wraps(endpoint)
         def upgraded():
-            ws = WebSocket(request.environ, **current_app.config[OPTIONS_KEY])
+            try:
+                ws = WebSocket(request.environ, **current_app.config[OPTIONS_KEY])
+            except RemoteProtocolError as error:  # wsproto's handshake, nothing sent yet
+                raise ApiError(400, f"Cannot upgrade: {error}") from error
             try:
                 endpoint(ws)
             except ConnectionClosed:
                 pass  # the peer went first
+            except Exception:
+                # After the 101 no HTTP error may follow: the connection ends.
+                log.exception("error serving WebSocket %s", request.remote_addr)
             return _Handled(ws.mode)
 
         bp.route(rule, websocket=True)(upgraded)
