@@ -57,6 +57,10 @@ def test_a_small_run_counts_every_agent_and_broadcast(database_server_url, tmp_p
     assert result["machine"]["python_loop_ms"] > 0
     assert result["machine"]["python_loop_ms_at_end"] > 0
     assert "ms at the end (lower is faster)" in output
+    # How busy the whole machine was while the agents connected.
+    busy = result["figures"]["client"]["machine_busy_cores_ramp"]
+    assert 0 < busy <= result["machine"]["nproc"]
+    assert checks["machine CPU busy (ramp)"]["result"] in ("ok", "WARN")
 
 
 @pytest.mark.parametrize("nvrs, heartbeat, ramp, processes", [

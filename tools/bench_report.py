@@ -21,6 +21,8 @@ LAST_SEEN_SLACK_S = 0.25
 RATE_SHARE = 0.98  # of the heartbeats scheduled in the steady window
 LOOP_LAG_P99_MS = 5.0  # a client loop running later than this inflates every latency
 OTHER_LOAD_CORES = 0.25  # CPU used by neither side, above which the run is suspect
+# Of all cores busy during the ramp, above which every process waited for one.
+SATURATED_SHARE = 0.9
 
 
 @dataclass
@@ -232,6 +234,11 @@ class Report:
         if busy is not None:
             add("machine CPU busy (steady)",
                 f"{busy:.2f} of {self.context['machine']['nproc']} cores")
+        busy_in_ramp = client.get("machine_busy_cores_ramp")
+        if busy_in_ramp is not None:
+            add("machine CPU busy (ramp)",
+                f"{busy_in_ramp:.2f} of {self.context['machine']['nproc']} cores",
+                "not saturated", WARN if self._saturated_in_ramp() else OK)
         others = client.get("other_processes_cores_steady")
         if others is not None:
             add("other processes' CPU (steady)", f"{others:.2f} cores",
@@ -280,6 +287,10 @@ class Report:
             lines.append(f"WARNING: the client's event loops ran late (p99 {lag:.0f} ms) though "
                          "they had CPU to spare: the machine's cores were saturated (by the "
                          "server or by others); every latency above includes that delay.")
+        if self._saturated_in_ramp():
+            lines.append("WARNING: every core of the machine was busy during the ramp (server, "
+                         "database and clients together): the reconnect latencies include "
+                         "waiting for a core, not only the server's work.")
         others = self.figures["client"].get("other_processes_cores_steady")
         if others is not None and others > OTHER_LOAD_CORES:
             lines.append(f"WARNING: other processes used {others:.2f} cores during the steady "
@@ -292,6 +303,10 @@ class Report:
         else:
             lines.append("all targets passed")
         return "\n".join(lines)
+
+    def _saturated_in_ramp(self):
+        busy = self.figures["client"].get("machine_busy_cores_ramp")
+        return busy is not None and busy > SATURATED_SHARE * self.context["machine"]["nproc"]
 
     def document(self):
         return {"tool": "tools.bench", "format": 1, **self.context,

@@ -365,9 +365,10 @@ class Analysis:
         if "steady_start" in cpu and "steady_end" in cpu:
             coordinator = (cpu["steady_end"] - cpu["steady_start"]) / (self.steady[1]
                                                                        - self.steady[0])
-        busy = None
+        busy = busy_in_ramp = None
         if self.o.machine_cpu is not None:
             busy = self.o.machine_cpu.busy("steady_start", "steady_end")
+            busy_in_ramp = self.o.machine_cpu.busy("ramp_start", "ramp_end")
         peak = max(shares, default=None)
         # What the rest of the machine used meanwhile: on a shared machine
         # other work competes with both sides and every figure suffers.
@@ -379,5 +380,6 @@ class Analysis:
                          - (coordinator or 0))
         return {"processes": processes, "max_cpu_share": peak,
                 "coordinator_steady_cpu": coordinator,
-                "machine_busy_cores_steady": busy, "other_processes_cores_steady": others,
+                "machine_busy_cores_steady": busy, "machine_busy_cores_ramp": busy_in_ramp,
+                "other_processes_cores_steady": others,
                 "bound": peak is not None and peak > CLIENT_BOUND_SHARE}
