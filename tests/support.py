@@ -288,7 +288,10 @@ def raw_upgrade(server, headers, host=True):
         status, *fields = head.decode("latin-1").split("\r\n")
         fields = dict(field.split(": ", 1) for field in fields)
         while len(body) < int(fields.get("Content-Length", 0)):
-            body += sock.recv(4096)
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            body += chunk
     return int(status.split()[1]), fields, body
 
 

@@ -188,7 +188,6 @@ def test_a_garbage_flood_does_not_hold_up_heartbeats_or_broadcasts(server):
     assert len(sent) > 200
 
 
-
 # RFC 6455 §1.3's example: this key's accept value.
 RFC_KEY, RFC_ACCEPT = "dGhlIHNhbXBsZSBub25jZQ==", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 VERSION_13 = "Sec-WebSocket-Version: 13"

@@ -236,9 +236,9 @@ class Report:
                 f"{busy:.2f} of {self.context['machine']['nproc']} cores")
         busy_in_ramp = client.get("machine_busy_cores_ramp")
         if busy_in_ramp is not None:
-            add("machine CPU busy (ramp)",
-                f"{busy_in_ramp:.2f} of {self.context['machine']['nproc']} cores",
-                "not saturated", WARN if self._saturated_in_ramp() else OK)
+            nproc = self.context["machine"]["nproc"]
+            add("machine CPU busy (ramp)", f"{busy_in_ramp:.2f} of {nproc} cores",
+                f"< {SATURATED_SHARE * nproc:g} cores", WARN if self._saturated_in_ramp() else OK)
         others = client.get("other_processes_cores_steady")
         if others is not None:
             add("other processes' CPU (steady)", f"{others:.2f} cores",

@@ -58,18 +58,19 @@ class WebSocket(simple_websocket.Server):
     out when the socket's frames are websockets' (``framing.read_by_websockets``)."""
 
     def __init__(self, environ, **options):
-        self._inline = read_by_websockets(environ, options.get("thread_class") is NoReader)
+        inline = options.get("thread_class") is NoReader
+        self._websockets_frames = read_by_websockets(environ, inline)
         super().__init__(environ, **options)
 
     def handshake(self):
         """Answer the checked handshake (``check_handshake``): 101 and the accept key."""
-        if not self._inline:
+        if not self._websockets_frames:
             super().handshake()
             return
         self.sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                       b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
-                       + accept_key(self.environ["HTTP_SEC_WEBSOCKET_KEY"]).encode()
-                       + b"\r\n\r\n")
+                          b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                          + accept_key(self.environ["HTTP_SEC_WEBSOCKET_KEY"]).encode()
+                          + b"\r\n\r\n")
         self.ws = None  # wsproto's state, never used on this socket
         self.connected = True
 
