@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from . import bulk, credentials, fleet, presence
-from .batching import shared_combiner
+from .batching import by_first_argument, shared_combiner
 from .database import autocommit_connection
 from .extensions import db
 from .models import Nvr, UtcDateTime
@@ -38,14 +38,8 @@ def admit(hostname, token, connection_id, now):
     """Admit the agent of ``hostname`` (any case) with ``token`` (checked in
     ``token`` auth mode): its NVR's presence goes to ``connection_id`` as of
     ``now``, and the NVR goes online if it was offline. The ``Admission``."""
-    return shared_combiner("admission", _admit_all, _by_hostname).submit(
+    return shared_combiner("admission", _admit_all, by_first_argument).submit(
         hostname.lower(), token, connection_id, now)
-
-
-def _by_hostname(args):
-    """One request per hostname in a batch, hence per NVR (hostnames are
-    unique whatever their case): a batch's claims must be of distinct NVRs."""
-    return args[0]
 
 
 def _admit_all(batch):

@@ -97,6 +97,13 @@ class Combiner:
                 request.done.set()
 
 
+def by_first_argument(args):
+    """A ``Combiner`` key: requests with the same first argument (an NVR's id,
+    or its lowercased hostname, which is unique whatever its case) never share
+    a batch, so each batch's compare-and-sets are of distinct NVRs."""
+    return args[0]
+
+
 def shared_combiner(name, write, key=None):
     """The app's one ``Combiner`` called ``name``, made on first use."""
     combiners = current_app.extensions.setdefault(COMBINERS_KEY, {})

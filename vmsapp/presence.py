@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from . import bulk
-from .batching import shared_combiner
+from .batching import by_first_argument, shared_combiner
 from .database import autocommit_connection
 from .extensions import db
 from .models import OFFLINE, ONLINE, Camera, Nvr, StatusEvent, UtcDateTime
@@ -77,13 +77,8 @@ def disconnect(nvr_id, connection_id, reason, now):
 
     ``reason`` is ``disconnected`` (the socket closed) or ``stale`` (it fell
     silent). Disconnects arriving together share one transaction."""
-    return shared_combiner("disconnect", _disconnect_all, _by_nvr).submit(
+    return shared_combiner("disconnect", _disconnect_all, by_first_argument).submit(
         nvr_id, connection_id, reason, now)
-
-
-def _by_nvr(args):
-    """One request per NVR in a batch: each is a compare-and-set of its own."""
-    return args[0]
 
 
 def connect_all(batch):
