@@ -1,6 +1,7 @@
 """Test helpers: databases, a real gunicorn, real WebSocket clients, polling."""
 
 import gc
+import http.client
 import json
 import os
 import re
@@ -273,26 +274,18 @@ def dashboard(server, key=ADMIN_KEY):
 
 def raw_upgrade(server, headers, host=True):
     """The status, headers and body a raw upgrade request to /ws with
-    ``headers`` (and a Host, unless not ``host``) is answered with."""
-    lines = ["GET /ws HTTP/1.1", *([f"Host: 127.0.0.1:{server.port}"] if host else []),
-             "Upgrade: websocket", "Connection: Upgrade", *headers]
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-        head, _, body = answer.partition(b"\r\n\r\n")
-        status, *fields = head.decode("latin-1").split("\r\n")
-        fields = dict(field.split(": ", 1) for field in fields)
-        while len(body) < int(fields.get("Content-Length", 0)):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            body += chunk
-    return int(status.split()[1]), fields, body
+    ``headers`` (``"Name: value"`` lines, sent as they are, repeats included)
+    and a Host, unless not ``host``, is answered with."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        connection.putrequest("GET", "/ws", skip_host=not host, skip_accept_encoding=True)
+        for line in ["Upgrade: websocket", "Connection: Upgrade", *headers]:
+            connection.putheader(*line.split(": ", 1))
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
 
 
 class AnsweringPeer:
