@@ -4,7 +4,7 @@ import threading
 
 import sqlalchemy as sa
 
-from vmsapp import credentials
+from vmsapp import admission, credentials
 from vmsapp.clock import now
 from vmsapp.extensions import db
 from vmsapp.models import Camera, Nvr, StatusEvent
@@ -27,6 +27,16 @@ def make_agent(cameras=2, hostname="nvr-a"):
     token = credentials.issue_nvr_token(db.session.get(Nvr, nvr_id))
     db.session.commit()
     return nvr_id, camera_ids, token
+
+
+def connect(nvr_id, connection_id, at):
+    """The NVR's agent admitted as its ``auth`` is (``admission``), by hostname
+    alone, as ``connection_id`` at ``at``: its transition, or None."""
+    hostname = db.session.scalar(sa.select(Nvr.hostname).where(Nvr.id == nvr_id))
+    [admitted] = admission.admit_all([(hostname.lower(), None, connection_id, at)],
+                                     check_tokens=False)
+    assert admitted.refused is None, admitted
+    return admitted.transition
 
 
 def events(nvr_id):

@@ -1,11 +1,16 @@
 """An agent's auth below the socket: its NVR, its token, its claim, in batches."""
 
+import threading
 from datetime import timedelta, timezone
 
-from rows import events, make_agent, nvr_row, race
+import pytest
+import sqlalchemy as sa
+from rows import connect, events, make_agent, nvr_row, race
+from support import wait_until
 
-from vmsapp import admission, presence
+from vmsapp import admission, credentials, fleet
 from vmsapp.clock import now
+from vmsapp.database import autocommit_connection
 from vmsapp.extensions import db
 from vmsapp.models import Nvr
 
@@ -47,7 +52,7 @@ def test_a_batch_of_admissions_refuses_only_the_agents_that_fail(ctx, listener):
     online, _, online_token = make_agent(cameras=1, hostname="online")
     wrong, _, _ = make_agent(cameras=1, hostname="wrong")
     missing, _, _ = make_agent(cameras=1, hostname="missing")
-    presence.connect(online, "earlier", now())
+    connect(online, "earlier", now())
     listener()
     t = now()
     batch = [("admitted", token, "c1", t), ("no-such-nvr", token, "c2", t),
@@ -109,3 +114,96 @@ def test_the_open_auth_mode_admits_an_agent_whatever_its_token(ctx):
     assert [(nvr.id, refused) for nvr, refused, _ in results] == [(nvr_id, None)] * 2
     assert results[0].transition.nvr_id == nvr_id
     assert nvr_row(nvr_id).connection_id == "c1"
+
+
+# What an admin may do to an NVR while its agent's auth is under way.
+CHANGES = {
+    "token replaced": lambda nvr_id: sa.update(Nvr).where(Nvr.id == nvr_id).values(
+        token_hash=credentials.digest("a-new-token")),
+    "renamed": lambda nvr_id: sa.update(Nvr).where(Nvr.id == nvr_id).values(hostname="nvr-b"),
+    "deleted": lambda nvr_id: sa.delete(Nvr).where(Nvr.id == nvr_id),
+}
+
+
+@pytest.mark.parametrize(("change", "check_tokens", "refused"), [
+    ("token replaced", True, admission.INVALID_TOKEN),
+    ("renamed", True, admission.INVALID_TOKEN),
+    ("deleted", True, admission.INVALID_TOKEN),
+    ("renamed", False, admission.INVALID_HOSTNAME),
+    ("deleted", False, admission.INVALID_HOSTNAME),
+])
+def test_an_nvr_changed_after_its_lookup_is_not_claimed(
+        ctx, listener, monkeypatch, change, check_tokens, refused):
+    """The change lands after the agent's NVR was found and its token checked,
+    before the claim: the claim must see it and not hold."""
+    nvr_id, _, token = make_agent(cameras=2)
+    listener()
+
+    [(_, outcome, transition)] = _admitted_across(
+        ctx, monkeypatch, CHANGES[change](nvr_id), [("nvr-a", token, "c1", now())], check_tokens)
+
+    assert (outcome, transition) == (refused, None)
+    row = nvr_row(nvr_id)
+    assert row is None or (row.status, row.connection_id, row.last_seen) == (
+        "offline", None, None)
+    assert events(nvr_id) == [] and listener() == []
+
+
+def test_a_replaced_token_still_admits_in_the_open_auth_mode(ctx, monkeypatch):
+    """Only what the auth mode checks is compared: the claim keeps the new token."""
+    nvr_id, _, token = make_agent(cameras=1)
+
+    [(nvr, outcome, transition)] = _admitted_across(
+        ctx, monkeypatch, CHANGES["token replaced"](nvr_id), [("nvr-a", token, "c1", now())],
+        check_tokens=False)
+
+    assert (nvr.id, outcome, transition.nvr_id) == (nvr_id, None, nvr_id)
+    row = nvr_row(nvr_id)
+    assert (row.connection_id, row.token_hash) == ("c1", credentials.digest("a-new-token"))
+
+
+def _admitted_across(app, monkeypatch, change, batch, check_tokens):
+    """``admission.admit_all(batch)`` with ``change`` committed between its
+    lookup and its claim, as another worker or an admin's request would.
+
+    SQLite looks the NVRs up first and claims them in a transaction after:
+    ``change`` is committed as the lookup returns. PostgreSQL does both in
+    one statement, which locks each row as it claims it: ``change`` is made
+    in a transaction that holds the row's lock already, and committed once
+    the admission waits for it."""
+    if db.engine.dialect.name == "sqlite":
+        find = fleet.find_agent_nvrs
+
+        def find_then_change(hostnames):
+            found = find(hostnames)
+            with db.engine.begin() as other:
+                other.execute(change)
+            return found
+
+        monkeypatch.setattr(fleet, "find_agent_nvrs", find_then_change)
+        return admission.admit_all(batch, check_tokens)
+    outcome = []
+
+    def admit():
+        with app.app_context():
+            outcome.extend(admission.admit_all(batch, check_tokens))
+            db.session.remove()
+
+    with db.engine.connect() as other:
+        other.execute(sa.select(Nvr.id).with_for_update())  # every NVR's row
+        other.execute(change)
+        admitting = threading.Thread(target=admit)
+        admitting.start()
+        wait_until(_waiting_for_a_lock, message="the admission waiting for the row")
+        other.commit()
+    admitting.join()
+    return outcome
+
+
+def _waiting_for_a_lock():
+    """Whether a session of this database waits for a lock (PostgreSQL). Read
+    outside any transaction: one would see the activity as it first read it."""
+    with autocommit_connection() as connection:
+        return connection.scalar(sa.text(
+        "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'")) > 0

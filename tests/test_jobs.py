@@ -7,9 +7,10 @@ import threading
 from datetime import timedelta
 
 import pytest
+from rows import connect
 from support import ROOT, flask_env, migrate
 
-from vmsapp import create_app, jobs, presence, runtime
+from vmsapp import create_app, jobs, runtime
 from vmsapp.clock import now
 from vmsapp.extensions import db
 from vmsapp.models import Nvr
@@ -77,7 +78,7 @@ def test_flush_writes_every_heard_from_nvr_in_one_go_and_only_once(app):
 def test_the_sweep_step_runs_in_its_own_app_context(app):
     with app.app_context():
         nvr_id = add_nvr("old")
-        presence.connect(nvr_id, "c", now() - timedelta(seconds=60))
+        connect(nvr_id, "c", now() - timedelta(seconds=60))
         db.session.remove()
 
     transitions = jobs.sweep(app)
@@ -90,7 +91,7 @@ def test_the_sweep_writes_this_workers_last_seen_before_judging_it(app):
     with app.app_context():
         nvr_id = add_nvr("busy")
         long_ago = now() - timedelta(seconds=60)
-        presence.connect(nvr_id, "live", long_ago)  # the last last_seen written
+        connect(nvr_id, "live", long_ago)  # the last last_seen written
         session = NvrSession(peer=None, nvr_id=nvr_id, hostname="busy", now=long_ago)
         session.connection_id = "live"
         current_registry().add_nvr(session)
@@ -200,8 +201,8 @@ def test_a_flush_never_moves_last_seen_back(app):
     t = now()
     with app.app_context():
         newer, older, never = (heard_nvr(hostname, t) for hostname in ("newer", "older", "never"))
-        presence.connect(newer, "new", t + timedelta(seconds=5))
-        presence.connect(older, "old", t - timedelta(seconds=5))
+        connect(newer, "new", t + timedelta(seconds=5))
+        connect(older, "old", t - timedelta(seconds=5))
         db.session.remove()
 
     assert jobs.flush_last_seen(app) == 3

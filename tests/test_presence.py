@@ -1,11 +1,13 @@
 """The transition logic, below the socket: compare-and-set, events, broadcasts."""
 
 import json
+import threading
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from rows import events, make_nvr, nvr_row, race
+from rows import connect, events, make_nvr, nvr_row, race
+from support import wait_until
 
 from vmsapp import presence
 from vmsapp.clock import now
@@ -18,7 +20,7 @@ from vmsapp.realtime.sessions import DashboardSession
 def test_it_marks_the_nvr_and_its_cameras_online_on_connect(ctx, listener):
     nvr_id, camera_ids = make_nvr()
     t = now()
-    transition = presence.connect(nvr_id, "c1", t)
+    transition = connect(nvr_id, "c1", t)
 
     assert transition.status == "online" and transition.camera_ids == camera_ids
     nvr = nvr_row(nvr_id)
@@ -34,8 +36,8 @@ def test_it_marks_the_nvr_and_its_cameras_online_on_connect(ctx, listener):
 
 def test_it_keeps_a_reconnecting_nvr_online_without_a_transition(ctx, listener):
     nvr_id, _ = make_nvr()
-    presence.connect(nvr_id, "old", now())
-    assert presence.connect(nvr_id, "new", now()) is None
+    connect(nvr_id, "old", now())
+    assert connect(nvr_id, "new", now()) is None
     # The replaced connection's close does not count (rule 3).
     assert presence.disconnect(nvr_id, "old", presence.DISCONNECTED, now()) is None
 
@@ -47,7 +49,7 @@ def test_it_keeps_a_reconnecting_nvr_online_without_a_transition(ctx, listener):
 @pytest.mark.parametrize("reason", [presence.DISCONNECTED, presence.STALE])
 def test_it_marks_offline_when_the_current_connection_ends(ctx, listener, reason):
     nvr_id, camera_ids = make_nvr()
-    presence.connect(nvr_id, "c1", now())
+    connect(nvr_id, "c1", now())
     transition = presence.disconnect(nvr_id, "c1", reason, now())
 
     assert (transition.status, transition.reason, transition.status_version) == (
@@ -61,8 +63,8 @@ def test_it_sweeps_only_nvrs_silent_for_longer_than_stale_after(ctx, listener):
     silent, silent_cameras = make_nvr(hostname="silent")
     alive, _ = make_nvr(hostname="alive")
     t = now()
-    presence.connect(silent, "s", t - timedelta(seconds=10))
-    presence.connect(alive, "a", t - timedelta(seconds=1))
+    connect(silent, "s", t - timedelta(seconds=10))
+    connect(alive, "a", t - timedelta(seconds=1))
     listener()
 
     transitions = presence.sweep_stale(t, stale_after=5)
@@ -74,11 +76,41 @@ def test_it_sweeps_only_nvrs_silent_for_longer_than_stale_after(ctx, listener):
     assert [m["nvr_id"] for m in listener()] == [silent]
 
 
+def test_a_sweep_leaves_an_nvr_whose_row_another_transaction_is_writing(app):
+    """The row is being written as heard from just now (a ``last_seen`` flush,
+    a connect) when the sweep runs: it is not swept. PostgreSQL's sweep passes
+    over the locked row without waiting for it (``SKIP LOCKED``); SQLite's
+    waits for the write, which holds the database's one write lock."""
+    t = now()
+    swept = []
+
+    def sweep():
+        with app.app_context():
+            swept.extend(presence.sweep_stale(now(), stale_after=5))
+            db.session.remove()
+
+    with app.app_context():
+        nvr_id, _ = make_nvr()
+        connect(nvr_id, "c1", t - timedelta(seconds=60))
+        with db.engine.connect() as other:
+            other.execute(sa.update(Nvr).where(Nvr.id == nvr_id).values(last_seen=t))
+            sweeping = threading.Thread(target=sweep)
+            sweeping.start()
+            if db.engine.dialect.name == "postgresql":
+                wait_until(lambda: not sweeping.is_alive(),
+                           message="the sweep to pass over the locked row")
+            other.commit()
+        sweeping.join()
+
+        assert swept == []
+        assert (nvr_row(nvr_id).status, nvr_row(nvr_id).last_seen) == ("online", t)
+
+
 def test_it_records_one_transition_when_disconnect_and_sweeps_race(app):
     """Rule 5: many threads, each with its own session, one winner."""
     with app.app_context():
         nvr_id, camera_ids = make_nvr(cameras=3)
-        presence.connect(nvr_id, "c1", now() - timedelta(seconds=60))
+        connect(nvr_id, "c1", now() - timedelta(seconds=60))
         watcher = DashboardSession(peer=None)
         current_registry().add_dashboard(watcher)
 
@@ -103,7 +135,7 @@ def test_disconnects_arriving_together_move_only_the_nvrs_their_connection_holds
     with app.app_context():
         nvrs = [make_nvr(cameras=1, hostname=f"nvr-{i}")[0] for i in range(10)]
         for index, nvr_id in enumerate(nvrs):
-            presence.connect(nvr_id, f"c{index}", now())
+            connect(nvr_id, f"c{index}", now())
     results = {}
     # Each its own moment and reason: a batch must not give one disconnect another's.
     moments = [now() + timedelta(seconds=index) for index in range(len(nvrs))]
@@ -133,7 +165,7 @@ def test_a_batch_of_disconnects_gives_each_its_own_reason_and_time(ctx, listener
     reason and moment, one of them from a connection that no longer holds its NVR."""
     nvrs = [make_nvr(cameras=1, hostname=f"nvr-{i}")[0] for i in range(4)]
     for index, nvr_id in enumerate(nvrs):
-        presence.connect(nvr_id, f"c{index}", now())
+        connect(nvr_id, f"c{index}", now())
     listener()
     t = now()
     batch = [(nvrs[0], "c0", presence.STALE, t + timedelta(seconds=1)),
@@ -157,7 +189,7 @@ def test_a_batch_of_disconnects_gives_each_its_own_reason_and_time(ctx, listener
 def test_it_applies_camera_reports_from_the_current_connection_only(ctx, listener):
     nvr_id, (cam1, cam2) = make_nvr()
     other_nvr, (foreign, _) = make_nvr(hostname="other")
-    presence.connect(nvr_id, "c1", now())
+    connect(nvr_id, "c1", now())
     listener()
 
     transitions, unknown = presence.report_cameras(
@@ -175,7 +207,7 @@ def test_it_applies_camera_reports_from_the_current_connection_only(ctx, listene
 
 def test_it_records_a_deleted_online_nvr_going_offline(ctx, listener):
     nvr_id, camera_ids = make_nvr()
-    presence.connect(nvr_id, "c1", now())
+    connect(nvr_id, "c1", now())
     listener()
 
     assert presence.delete_nvr(nvr_id, now()) is True

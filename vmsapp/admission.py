@@ -44,16 +44,23 @@ def admit(hostname, token, connection_id, now):
 
 def _admit_all(batch):
     """An ``Admission`` for each ``(lowercased hostname, token, connection_id,
-    now)`` of ``batch``, their hostnames distinct."""
-    check_tokens = current_app.config["VMS_AUTH_MODE"] == "token"
+    now)`` of ``batch``, their hostnames distinct, as the app's auth mode asks."""
+    return admit_all(batch, check_tokens=current_app.config["VMS_AUTH_MODE"] == "token")
+
+
+def admit_all(batch, check_tokens):
+    """``_admit_all`` with the tokens checked or not, as one transaction (on
+    PostgreSQL one statement) of its own, not combined with other batches."""
     if db.engine.dialect.name == "postgresql":
         return _admit_in_one_statement(batch, check_tokens)
     return _admit_in_two_steps(batch, check_tokens)
 
 
 def _admit_in_two_steps(batch, check_tokens):
-    """SQLite: one lookup, then one transaction of the claims that passed."""
+    """SQLite: one lookup, then one transaction of the claims that passed, each
+    holding only if its NVR still has the hostname, and the token, found."""
     found = fleet.find_agent_nvrs([hostname for hostname, _, _, _ in batch])
+    found_by = ("hostname", "token_hash") if check_tokens else ("hostname",)
     admissions = [None] * len(batch)
     claims = []
     for index, ((_, token, connection_id, now), nvr) in enumerate(zip(batch, found)):
@@ -62,11 +69,14 @@ def _admit_in_two_steps(batch, check_tokens):
         elif check_tokens and not credentials.matches(token, nvr.token_hash):
             admissions[index] = Admission(nvr, INVALID_TOKEN, None)
         else:
-            claims.append((index, nvr, (nvr.id, connection_id, now)))
+            claims.append((index, nvr, {
+                "id": nvr.id, "connection_id": connection_id, "last_seen": now,
+                **{column: getattr(nvr, column) for column in found_by}}))
     if claims:
-        transitions = presence.connect_all([claim for _, _, claim in claims])
-        for (index, nvr, _), transition in zip(claims, transitions, strict=True):
-            admissions[index] = Admission(nvr, None, transition)
+        outcomes = presence.claim_all([claim for _, _, claim in claims], unchanged=found_by)
+        for (index, nvr, _), (held, transition) in zip(claims, outcomes, strict=True):
+            admissions[index] = (Admission(nvr, None, transition) if held
+                                 else _refused_meanwhile(nvr, check_tokens))
     return admissions
 
 
@@ -98,12 +108,16 @@ def _admission(nvr, nvr_rows, moved_online, check_tokens):
         return Admission(None, INVALID_HOSTNAME, None)
     if nvr_rows[nvr.id].claimed:
         return Admission(nvr, None, moved_online.get(nvr.id))
+    return _refused_meanwhile(nvr, check_tokens)  # or, with tokens checked, a wrong token
+
+
+def _refused_meanwhile(nvr, check_tokens):
+    """The ``Admission`` of an agent whose ``nvr`` had its token replaced, or
+    was renamed or deleted, between the lookup and the claim: the agent's
+    next try gets the answer that holds then."""
     if check_tokens:
-        # A wrong token, or the NVR's was replaced (or the NVR renamed or
-        # deleted) while the claim waited for its row: the agent's next try
-        # gets the answer that holds then.
         return Admission(nvr, INVALID_TOKEN, None)
-    return Admission(None, INVALID_HOSTNAME, None)  # renamed or deleted meanwhile
+    return Admission(None, INVALID_HOSTNAME, None)
 
 
 @functools.cache

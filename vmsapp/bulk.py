@@ -32,12 +32,15 @@ def insert(connection, table, rows):
             _as_tuples(connection, columns, rows))
 
 
-def update_by_id(connection, table, rows, only_later=None):
+def update_by_id(connection, table, rows, only_later=None, unchanged=()):
     """UPDATE the row of ``table`` whose ``id`` each of ``rows`` (dicts with the
     same keys, ``id`` among them) gives, setting its other keys. An id with no
     row matches nothing and fails nothing. With ``only_later`` (a column's
     name), a row is left alone where that column already holds a later value
-    than the new one.
+    than the new one. The keys named in ``unchanged`` are compared, not set:
+    a row is left alone where one of those columns no longer holds the value
+    given (NULL as a value like any other), a compare-and-set on what the
+    caller read.
 
     On PostgreSQL the rows are locked in id order first, as every status move
     locks its rows (``presence``): the ``last_seen`` flush and another
@@ -45,29 +48,35 @@ def update_by_id(connection, table, rows, only_later=None):
     deadlocking."""
     if not rows:
         return
-    columns = [table.c.id] + [table.c[name] for name in rows[0] if name != "id"]
+    compared = [table.c[name] for name in unchanged]
+    columns = [table.c.id] + [table.c[name] for name in rows[0]
+                              if name != "id" and name not in unchanged]
     if connection.dialect.name == "postgresql":
         t = table.name
-        names = ", ".join(column.name for column in columns)
+        names = ", ".join(column.name for column in columns + compared)
         assignments = ", ".join(f"{column.name} = v.{column.name}" for column in columns[1:])
         later = (f" AND ({t}.{only_later} IS NULL OR {t}.{only_later} < v.{only_later})"
                  if only_later else "")
+        same = "".join(f" AND {t}.{column.name} IS NOT DISTINCT FROM v.{column.name}"
+                       for column in compared)
         connection.exec_driver_sql(
-            f"WITH v AS (SELECT * FROM unnest({_arrays(connection, columns)}) AS v({names})),"
+            f"WITH v AS (SELECT * FROM unnest({_arrays(connection, columns + compared)})"
+            f" AS v({names})),"
             f" locked AS (SELECT {t}.id FROM {t} JOIN v ON {t}.id = v.id"
             f" ORDER BY {t}.id FOR UPDATE OF {t})"
             f" UPDATE {t} SET {assignments} FROM v, locked"
-            f" WHERE {t}.id = v.id AND locked.id = {t}.id{later}",
-            _as_arrays(connection, columns, rows))
+            f" WHERE {t}.id = v.id AND locked.id = {t}.id{later}{same}",
+            _as_arrays(connection, columns + compared, rows))
     else:
         assignments = ", ".join(f"{column.name} = ?" for column in columns[1:])
-        parameters = columns[1:] + columns[:1]
+        parameters = columns[1:] + columns[:1] + compared
+        same = "".join(f" AND {column.name} IS ?" for column in compared)
         later = ""
         if only_later:
             later = f" AND ({only_later} IS NULL OR {only_later} < ?)"
             parameters.append(table.c[only_later])
         connection.exec_driver_sql(
-            f"UPDATE {table.name} SET {assignments} WHERE id = ?{later}",
+            f"UPDATE {table.name} SET {assignments} WHERE id = ?{same}{later}",
             _as_tuples(connection, parameters, rows))
 
 
@@ -75,7 +84,7 @@ def unnest_table(name, /, **types):
     """A table ``name`` of rows given column by column, ``column=type``, for a
     PostgreSQL statement built with SQLAlchemy: one ``unnest`` of array
     parameters, however many rows, so a statement built on it can be built
-    once and run for every batch (``presence._connect_statement``). The values
+    once and run for every batch (``admission._admission_statement``). The values
     go with its execution: ``unnest_values``."""
     arrays = [sa.bindparam(_unnest_parameter(name, column), type_=sa.ARRAY(type_))
               for column, type_ in types.items()]

@@ -65,13 +65,6 @@ class CameraTransition:
     at: datetime
 
 
-def connect(nvr_id, connection_id, now):
-    """Give the NVR's presence to ``connection_id``; online if it was offline.
-    The transition, or None. One connect on its own, by NVR id, for tests and
-    a shell: agents are admitted in batches by hostname (``admission``)."""
-    return connect_all([(nvr_id, connection_id, now)])[0]
-
-
 def disconnect(nvr_id, connection_id, reason, now):
     """Offline, if ``connection_id`` still holds the NVR's presence.
 
@@ -81,38 +74,37 @@ def disconnect(nvr_id, connection_id, reason, now):
         nvr_id, connection_id, reason, now)
 
 
-def connect_all(batch):
-    """Connects of distinct NVRs, ``(nvr_id, connection_id, now)`` each, in one
-    transaction; the transition of each, or None.
+def claim_all(claims, unchanged=()):
+    """SQLite: give each NVR of ``claims`` to its connection, and move it
+    online, with its cameras and event rows, if it was offline, all in one
+    transaction. ``claims`` are dicts of the NVR's ``id``, ``connection_id``
+    and ``last_seen`` (the NVRs distinct) and of the columns ``unchanged``
+    names, with the values the caller found: a claim holds only where the
+    row still has them, so a token replaced or an NVR renamed or deleted
+    since the caller's lookup refuses it, as PostgreSQL's claim in the
+    admission's statement checks its row again once locked (``claiming``).
+    For each claim, whether it held and its transition (None when refused
+    or online already).
 
     The claim comes first, in the same transaction: from then on the close of
     any older connection no longer matches and cannot mark the NVR offline."""
-    if _on_postgresql():
-        transitions = _connect_in_one_statement(batch)
-    else:
-        with _transaction():
-            bulk.update_by_id(db.session.connection(), NVRS,
-                              [{"id": nvr_id, "connection_id": connection, "last_seen": now}
-                               for nvr_id, connection, now in batch])
-            # The claims above lock these rows until the commit: the connection
-            # ids are ours, so the status can move on the ids alone.
-            transitions = _move_nvrs([NVRS.c.id.in_([nvr_id for nvr_id, _, _ in batch])],
-                                     OFFLINE, ONLINE, CONNECTED,
-                                     {nvr_id: now for nvr_id, _, now in batch})
+    with _transaction():
+        connection = db.session.connection()
+        bulk.update_by_id(connection, NVRS, claims, unchanged=unchanged)
+        # The claims took SQLite's write lock, held until the commit: a row
+        # holding its claim's connection id now is one the claim changed.
+        holders = dict(connection.execute(
+            sa.select(NVRS.c.id, NVRS.c.connection_id)
+            .where(NVRS.c.id.in_([claim["id"] for claim in claims]))).all())
+        held = [holders.get(claim["id"]) == claim["connection_id"] for claim in claims]
+        claimed = [claim for claim, holds in zip(claims, held) if holds]
+        transitions = _move_nvrs([NVRS.c.id.in_([claim["id"] for claim in claimed])],
+                                 OFFLINE, ONLINE, CONNECTED,
+                                 {claim["id"]: claim["last_seen"] for claim in claimed}
+                                 ) if claimed else []
     announce(transitions)
     by_nvr = {t.nvr_id: t for t in transitions}
-    return [by_nvr.get(nvr_id) for nvr_id, _, _ in batch]
-
-
-def _connect_in_one_statement(batch):
-    """PostgreSQL: the claims and the status moves of ``batch`` as one
-    statement, atomic on its own, so in autocommit: one round trip instead of
-    five (two when the pooled connection has been idle: ``database``)."""
-    nvr_ids, connections, moments = zip(*batch)
-    with autocommit_connection() as connection:
-        rows = connection.execute(_connect_statement(), bulk.unnest_values(
-            "claims", nvr_id=nvr_ids, connection_id=connections, at=moments)).all()
-    return claimed_transitions(rows)
+    return [(holds, by_nvr.get(claim["id"])) for claim, holds in zip(claims, held)]
 
 
 def claimed_transitions(rows):
@@ -120,15 +112,6 @@ def claimed_transitions(rows):
     it moved online. Not yet announced (``announce``)."""
     return [_transition(row, sorted(row.camera_ids or []), OFFLINE, ONLINE, CONNECTED, row.at)
             for row in rows if row.was_offline]
-
-
-@functools.cache
-def _connect_statement():
-    """The statement of ``_connect_in_one_statement``, built once: its rows are
-    array parameters, so every batch runs the same statement object, and
-    SQLAlchemy neither builds nor keys it again (a tenth of a connect's CPU)."""
-    return claiming(bulk.unnest_table("claims", nvr_id=sa.Integer, connection_id=sa.String,
-                                      at=UtcDateTime()))
 
 
 def claiming(claims, *still_true):

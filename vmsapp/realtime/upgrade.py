@@ -23,14 +23,14 @@ from simple_websocket import ConnectionClosed
 from websockets.utils import accept_key
 from wsproto.utilities import RemoteProtocolError
 
-from ..errors import ApiError
+from ..errors import RECOVERY_HEADERS, ApiError
 from .framing import read_by_websockets
 from .peer import NoReader
 
 log = logging.getLogger(__name__)
 
-# RFC 6455 §4.2.1: the one version of the protocol.
-VERSION = "13"
+# RFC 6455 §4.2.1: the one version of the protocol, which a 426 names.
+VERSION = RECOVERY_HEADERS[426]["Sec-WebSocket-Version"]
 KEY_BYTES = 16
 OPTIONS_KEY = "WEBSOCKET_OPTIONS"
 
