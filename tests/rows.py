@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 from vmsapp import admission, credentials
 from vmsapp.clock import now
+from vmsapp.database import autocommit_connection
 from vmsapp.extensions import db
 from vmsapp.models import Camera, Nvr, StatusEvent
 
@@ -32,7 +33,8 @@ def make_agent(cameras=2, hostname="nvr-a"):
 def connect(nvr_id, connection_id, at):
     """The NVR's agent admitted as its ``auth`` is (``admission``), by hostname
     alone, as ``connection_id`` at ``at``: its transition, or None."""
-    hostname = db.session.scalar(sa.select(Nvr.hostname).where(Nvr.id == nvr_id))
+    with autocommit_connection() as connection:  # the test's session left as it was
+        hostname = connection.scalar(sa.select(Nvr.hostname).where(Nvr.id == nvr_id))
     [admitted] = admission.admit_all([(hostname.lower(), None, connection_id, at)],
                                      check_tokens=False)
     assert admitted.refused is None, admitted

@@ -182,28 +182,35 @@ def _admitted_across(app, monkeypatch, change, batch, check_tokens):
 
         monkeypatch.setattr(fleet, "find_agent_nvrs", find_then_change)
         return admission.admit_all(batch, check_tokens)
-    outcome = []
+    outcome, errors = [], []
 
     def admit():
         with app.app_context():
-            outcome.extend(admission.admit_all(batch, check_tokens))
-            db.session.remove()
+            try:
+                outcome.extend(admission.admit_all(batch, check_tokens))
+            except Exception as error:  # raised again below: a thread cannot fail the test
+                errors.append(error)
+            finally:
+                db.session.remove()
 
     with db.engine.connect() as other:
         other.execute(sa.select(Nvr.id).with_for_update())  # every NVR's row
         other.execute(change)
         admitting = threading.Thread(target=admit)
         admitting.start()
-        wait_until(_waiting_for_a_lock, message="the admission waiting for the row")
+        wait_until(lambda: _waiting_for_a_lock() or not admitting.is_alive(),
+                   message="the admission waiting for the row")
         other.commit()
     admitting.join()
+    if errors:
+        raise errors[0]
     return outcome
 
 
 def _waiting_for_a_lock():
-    """Whether a session of this database waits for a lock (PostgreSQL). Read
-    outside any transaction: one would see the activity as it first read it."""
+    """Whether another session of this database waits for a lock (PostgreSQL).
+    Read outside any transaction: one would see the activity as it first read it."""
     with autocommit_connection() as connection:
         return connection.scalar(sa.text(
-        "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'")) > 0
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'")) > 0

@@ -34,8 +34,12 @@ def test_update_by_id_compares_the_unchanged_columns_and_sets_the_others(ctx):
         ("a", "nvr-0", None), ("b", "nvr-1", "stored"), (None, "nvr-2", None),
         (None, "nvr-3", None)]
     with db.engine.begin() as connection:
+        bulk.update_by_id(connection, Nvr.__table__, [{"id": ids[2], "last_seen": t}])
+        # With only_later as well: set where both hold.
         bulk.update_by_id(connection, Nvr.__table__, [
             {"id": ids[0], "last_seen": t, "hostname": "nvr-0"},
-            {"id": ids[1], "last_seen": t - timedelta(seconds=1), "hostname": "renamed"},
-        ], unchanged=("hostname",))
-    assert [nvr_row(nvr_id).last_seen for nvr_id in ids[:2]] == [t, None]
+            {"id": ids[1], "last_seen": t, "hostname": "renamed"},
+            {"id": ids[2], "last_seen": t - timedelta(seconds=1), "hostname": "nvr-2"},
+            {"id": ids[3], "last_seen": t, "hostname": "nvr-3"},
+        ], only_later="last_seen", unchanged=("hostname",))
+    assert [nvr_row(nvr_id).last_seen for nvr_id in ids] == [t, None, t, t]

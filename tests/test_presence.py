@@ -79,8 +79,9 @@ def test_it_sweeps_only_nvrs_silent_for_longer_than_stale_after(ctx, listener):
 def test_a_sweep_leaves_an_nvr_whose_row_another_transaction_is_writing(app):
     """The row is being written as heard from just now (a ``last_seen`` flush,
     a connect) when the sweep runs: it is not swept. PostgreSQL's sweep passes
-    over the locked row without waiting for it (``SKIP LOCKED``); SQLite's
-    waits for the write, which holds the database's one write lock."""
+    over the locked row without waiting for it (``SKIP LOCKED``). SQLite has
+    one write lock for the whole database: its sweep waits for the write if
+    it gets there first, and sees it if not; either way it must not sweep."""
     t = now()
     swept = []
 

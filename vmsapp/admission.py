@@ -58,7 +58,9 @@ def admit_all(batch, check_tokens):
 
 def _admit_in_two_steps(batch, check_tokens):
     """SQLite: one lookup, then one transaction of the claims that passed, each
-    holding only if its NVR still has the hostname, and the token, found."""
+    holding only if its NVR still has the hostname, and the token, found. A
+    rename meanwhile that changes only the hostname's case refuses the claim
+    as well (PostgreSQL's statement admits it); the agent's next try is in."""
     found = fleet.find_agent_nvrs([hostname for hostname, _, _, _ in batch])
     found_by = ("hostname", "token_hash") if check_tokens else ("hostname",)
     admissions = [None] * len(batch)

@@ -94,8 +94,7 @@ def claim_all(claims, unchanged=()):
         # The claims took SQLite's write lock, held until the commit: a row
         # holding its claim's connection id now is one the claim changed.
         holders = dict(connection.execute(
-            sa.select(NVRS.c.id, NVRS.c.connection_id)
-            .where(NVRS.c.id.in_([claim["id"] for claim in claims]))).all())
+            _holders_statement(), {"ids": [claim["id"] for claim in claims]}).all())
         held = [holders.get(claim["id"]) == claim["connection_id"] for claim in claims]
         claimed = [claim for claim, holds in zip(claims, held) if holds]
         transitions = _move_nvrs([NVRS.c.id.in_([claim["id"] for claim in claimed])],
@@ -105,6 +104,14 @@ def claim_all(claims, unchanged=()):
     announce(transitions)
     by_nvr = {t.nvr_id: t for t in transitions}
     return [(holds, by_nvr.get(claim["id"])) for claim, holds in zip(claims, held)]
+
+
+@functools.cache
+def _holders_statement():
+    """The connection holding each NVR of ``ids``, built once (as every
+    statement run per batch): only its IN list is rendered per batch."""
+    return sa.select(NVRS.c.id, NVRS.c.connection_id).where(
+        NVRS.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
 def claimed_transitions(rows):
