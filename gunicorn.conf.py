@@ -10,6 +10,7 @@ has the measurements behind the default."""
 
 import logging
 import os
+import resource
 import signal
 import threading
 
@@ -26,6 +27,28 @@ if worker_class == "gthread":
 else:
     # Bounded by file descriptors (`ulimit -n`), not threads.
     worker_connections = int(os.environ.get("VMS_WORKER_CONNECTIONS", "10000"))
+
+
+def _raise_open_files_limit(needed):
+    """Raise this process's soft limit on open files (inherited by the
+    workers) to ``needed``, or as near as the hard limit allows; the soft
+    limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return soft
+    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):  # macOS refuses more than OPEN_MAX under an unlimited hard limit
+        return soft
+    return wanted
+
+
+# Every connection is a file descriptor, and a shell's soft limit (1,024 on
+# most Linux, 256 on macOS) would refuse agents long before worker_connections;
+# the margin is for the database pool, Redis, the log and the listening socket.
+open_files = _raise_open_files_limit(worker_connections + 256)
+
 # Each worker keeps its own connection registry: without a shared bus (Redis)
 # a second worker would split the fleet silently, so one is all we run.
 requested_workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
@@ -52,6 +75,11 @@ control_socket_disable = True
 
 
 def when_ready(server):
+    if open_files < worker_connections:
+        server.log.warning(
+            "open files limit (ulimit -n) is %d, below the %d connections a worker may hold "
+            "(VMS_WORKER_CONNECTIONS): agents beyond it will be refused. Raise the hard limit, "
+            "or lower VMS_WORKER_CONNECTIONS.", open_files, worker_connections)
     if workers != requested_workers:
         server.log.warning(
             "WEB_CONCURRENCY=%s but REDIS_URL is not set: running 1 worker, because workers "

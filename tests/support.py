@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -99,7 +100,10 @@ def migrate(database_url):
 class LiveServer:
     """vmsapp under a real gunicorn, configured as the Procfile's web line."""
 
-    def __init__(self, database_url, log_path, **environ):
+    def __init__(self, database_url, log_path, open_files=None, **environ):
+        """``open_files``: the (soft, hard) limit gunicorn starts under, if
+        not this process's; the rest are environment variables."""
+        self.open_files = open_files
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
@@ -117,7 +121,7 @@ class LiveServer:
             [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
              "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT)
+            stderr=subprocess.STDOUT, preexec_fn=self.open_files and self._limit_open_files)
         wait_until(self._ready, timeout=20, message=f"gunicorn on {self.url}")
         # Jobs start after each worker boots; its banner says they are running.
         workers = 1
@@ -127,6 +131,15 @@ class LiveServer:
                    timeout=30, message="the start-up banners")
         self.banners = self.log().count("vmsapp serving")
         return self
+
+    def _limit_open_files(self):
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
+
+    def worker_pids(self):
+        """The pids of gunicorn's workers now."""
+        pid = self.process.pid
+        return [int(child) for child in
+                Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
     def _ready(self):
         if self.process.poll() is not None:
