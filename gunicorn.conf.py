@@ -29,25 +29,31 @@ else:
     worker_connections = int(os.environ.get("VMS_WORKER_CONNECTIONS", "10000"))
 
 
+# Descriptors a worker needs besides its connections: the listening socket,
+# the database pool, Redis, the log, gevent's own.
+OTHER_OPEN_FILES = 256
+# How an operator sets the connections a worker holds.
+CONNECTIONS_SETTING = "VMS_THREADS" if worker_class == "gthread" else "VMS_WORKER_CONNECTIONS"
+# macOS refuses a soft limit above its per-process cap (kern.maxfilesperproc,
+# 10,240 by default) even under an unlimited hard limit.
+MACOS_OPEN_FILES = 10240
+
+
 def _raise_open_files_limit(needed):
-    """Raise this process's soft limit on open files (inherited by the
-    workers) to ``needed``, or as near as the hard limit allows; the soft
-    limit now in force."""
+    """Raise this process's soft limit on open files to ``needed``, or as
+    near as the hard limit allows; the soft limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
-        return soft
+        return needed
     wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    except (ValueError, OSError):  # macOS refuses more than OPEN_MAX under an unlimited hard limit
-        return soft
-    return wanted
+    for limit in (wanted, min(wanted, MACOS_OPEN_FILES)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+            return limit
+        except (ValueError, OSError):
+            continue
+    return soft
 
-
-# Every connection is a file descriptor, and a shell's soft limit (1,024 on
-# most Linux, 256 on macOS) would refuse agents long before worker_connections;
-# the margin is for the database pool, Redis, the log and the listening socket.
-open_files = _raise_open_files_limit(worker_connections + 256)
 
 # Each worker keeps its own connection registry: without a shared bus (Redis)
 # a second worker would split the fleet silently, so one is all we run.
@@ -74,12 +80,26 @@ loglevel = os.environ.get("VMS_LOG_LEVEL", "info").lower()
 control_socket_disable = True
 
 
+def on_starting(server):
+    """Before the workers fork, so they inherit it: the soft limit on open
+    files raised to what their connections need. A shell's (1,024 on most
+    Linux, 256 on macOS) would otherwise stop a worker accepting long before
+    ``worker_connections``, with an error at every accept. Where the hard
+    limit is lower, a worker holds fewer connections, and the log says so."""
+    asked = server.cfg.worker_connections
+    open_files = _raise_open_files_limit(asked + OTHER_OPEN_FILES)
+    if open_files >= asked + OTHER_OPEN_FILES:
+        return
+    held = max(open_files - OTHER_OPEN_FILES, open_files // 2)
+    server.cfg.set("worker_connections", held)
+    server.log.warning(
+        "open files limit (ulimit -n) is %d: a worker holds at most %d connections, not the "
+        "%d asked (%s); more wait to be accepted. Raise the hard limit (ulimit -Hn, "
+        "systemd's LimitNOFILE) to hold more.", open_files, held, asked, CONNECTIONS_SETTING)
+
+
 def when_ready(server):
-    if open_files < worker_connections:
-        server.log.warning(
-            "open files limit (ulimit -n) is %d, below the %d connections a worker may hold "
-            "(VMS_WORKER_CONNECTIONS): agents beyond it will be refused. Raise the hard limit, "
-            "or lower VMS_WORKER_CONNECTIONS.", open_files, worker_connections)
+    """Once listening: say why fewer workers run than asked, if they do."""
     if workers != requested_workers:
         server.log.warning(
             "WEB_CONCURRENCY=%s but REDIS_URL is not set: running 1 worker, because workers "

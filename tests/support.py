@@ -121,7 +121,8 @@ class LiveServer:
             [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
              "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, preexec_fn=self.open_files and self._limit_open_files)
+            stderr=subprocess.STDOUT,
+            preexec_fn=self._limit_open_files if self.open_files else None)
         wait_until(self._ready, timeout=20, message=f"gunicorn on {self.url}")
         # Jobs start after each worker boots; its banner says they are running.
         workers = 1

@@ -1,15 +1,19 @@
-"""What gunicorn.conf.py sets up before a worker serves: enough open files
-for the connections a worker may hold."""
+"""What gunicorn.conf.py sets up before the workers fork: enough open files
+for the connections a worker may hold, or fewer connections, said in the log.
+Linux: a worker's limits are read with ``prlimit``."""
 
 import resource
+import socket
 
 import pytest
-from support import LiveServer, migrate
+import requests
+from support import LiveServer, migrate, wait_until
 
-# What a worker may hold by default (VMS_WORKER_CONNECTIONS), and the margin
-# gunicorn.conf.py adds for the database, Redis and the log.
-CONNECTIONS = 10_000
+# Asked of a worker here, whatever the environment says; gunicorn.conf.py
+# adds 256 descriptors for the database, Redis and the log.
+CONNECTIONS = 1000
 NEEDED = CONNECTIONS + 256
+SETTINGS = {"VMS_WORKER_CLASS": "gevent", "VMS_WORKER_CONNECTIONS": str(CONNECTIONS)}
 
 
 @pytest.fixture
@@ -17,6 +21,11 @@ def sqlite_url(tmp_path):
     url = f"sqlite:///{tmp_path}/vmsapp.sqlite3"
     migrate(url)
     return url
+
+
+def started(sqlite_url, tmp_path, open_files):
+    return LiveServer(sqlite_url, tmp_path / "gunicorn.log", open_files=open_files,
+                      **SETTINGS).start()
 
 
 def worker_open_files(live):
@@ -28,7 +37,7 @@ def test_a_shells_low_open_files_limit_is_raised_for_the_workers(sqlite_url, tmp
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < NEEDED:
         pytest.fail(f"this machine's hard limit on open files ({hard}) is below {NEEDED}")
-    live = LiveServer(sqlite_url, tmp_path / "gunicorn.log", open_files=(256, hard)).start()
+    live = started(sqlite_url, tmp_path, open_files=(256, hard))
     try:
         assert worker_open_files(live) == (NEEDED, hard)
         assert "open files limit" not in live.log()
@@ -36,11 +45,24 @@ def test_a_shells_low_open_files_limit_is_raised_for_the_workers(sqlite_url, tmp
         live.stop()
 
 
-def test_a_hard_limit_below_the_connections_is_used_whole_and_warned_of(sqlite_url, tmp_path):
-    live = LiveServer(sqlite_url, tmp_path / "gunicorn.log", open_files=(256, 2048)).start()
+def test_under_a_low_hard_limit_a_worker_holds_fewer_connections_and_says_so(
+        sqlite_url, tmp_path):
+    live = started(sqlite_url, tmp_path, open_files=(256, 300))
+    held = []
     try:
-        assert worker_open_files(live) == (2048, 2048)
-        assert (f"WARNING] open files limit (ulimit -n) is 2048, below the {CONNECTIONS} "
-                "connections a worker may hold") in live.log()
+        assert worker_open_files(live) == (300, 300)
+        assert ("WARNING] open files limit (ulimit -n) is 300: a worker holds at most 150 "
+                "connections, not the 1000 asked (VMS_WORKER_CONNECTIONS)") in live.log()
+        # 150 connections that never send a request fill the worker: the next
+        # waits to be accepted, and is served once they go.
+        held = [socket.create_connection(("127.0.0.1", live.port)) for _ in range(150)]
+        with pytest.raises(requests.Timeout):
+            requests.get(live.url + "/healthz", timeout=1)
+        for connection in held:
+            connection.close()
+        wait_until(lambda: requests.get(live.url + "/healthz", timeout=5).ok,
+                   message="a request served once the idle connections closed")
     finally:
+        for connection in held:
+            connection.close()
         live.stop()
