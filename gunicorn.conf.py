@@ -41,7 +41,7 @@ MACOS_OPEN_FILES = 10240
 
 def _raise_open_files_limit(needed):
     """Raise this process's soft limit on open files to ``needed``, or as
-    near as the hard limit allows; the soft limit now in force."""
+    near as the hard limit allows; how many of ``needed`` it now allows."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return needed
