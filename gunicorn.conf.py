@@ -46,7 +46,7 @@ def _raise_open_files_limit(needed):
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return needed
     wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    for limit in (wanted, min(wanted, MACOS_OPEN_FILES)):
+    for limit in sorted({wanted, min(wanted, MACOS_OPEN_FILES)}, reverse=True):
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
             return limit

@@ -23,6 +23,8 @@ from websockets.protocol import State
 from websockets.sync.client import connect
 from websockets.uri import parse_uri
 
+from tools.bench_monitor import children_by_parent
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG_URL = "postgresql://root@127.0.0.1:5432/test"
 
@@ -138,9 +140,7 @@ class LiveServer:
 
     def worker_pids(self):
         """The pids of gunicorn's workers now."""
-        pid = self.process.pid
-        return [int(child) for child in
-                Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return children_by_parent().get(self.process.pid, [])
 
     def _ready(self):
         if self.process.poll() is not None:

@@ -13,7 +13,7 @@ from vmsapp.realtime.peer import NoReader, Peer, ReaderThread
 
 def make_peer(sock, reader):
     ws = SimpleNamespace(sock=sock, thread=reader, connected=True, ping_interval=25,
-                         environ={}, max_message_size=None)
+                         environ={}, max_message_size=None, ws=None)
     return Peer(ws, "127.0.0.1")
 
 
@@ -106,7 +106,7 @@ def test_a_frame_that_came_while_the_worker_was_busy_is_read_not_taken_for_silen
     with client, server:
         ws = SimpleNamespace(sock=server, thread=NoReader(), connected=True, ping_interval=None,
                              environ={}, max_message_size=65536, input_buffer=[],
-                             receive_bytes=4096)
+                             receive_bytes=4096, ws=None)
         peer = Peer(ws, "127.0.0.1")
         receiver = gevent.spawn(peer.receive, 0.05)
         gevent.sleep(0)  # the receiver waits, its timer due in 50 ms

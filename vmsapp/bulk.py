@@ -53,20 +53,21 @@ def update_by_id(connection, table, rows, only_later=None, unchanged=()):
                               if name != "id" and name not in unchanged]
     if connection.dialect.name == "postgresql":
         t = table.name
-        names = ", ".join(column.name for column in columns + compared)
+        given = columns + compared
+        names = ", ".join(column.name for column in given)
         assignments = ", ".join(f"{column.name} = v.{column.name}" for column in columns[1:])
         later = (f" AND ({t}.{only_later} IS NULL OR {t}.{only_later} < v.{only_later})"
                  if only_later else "")
         same = "".join(f" AND {t}.{column.name} IS NOT DISTINCT FROM v.{column.name}"
                        for column in compared)
         connection.exec_driver_sql(
-            f"WITH v AS (SELECT * FROM unnest({_arrays(connection, columns + compared)})"
+            f"WITH v AS (SELECT * FROM unnest({_arrays(connection, given)})"
             f" AS v({names})),"
             f" locked AS (SELECT {t}.id FROM {t} JOIN v ON {t}.id = v.id"
             f" ORDER BY {t}.id FOR UPDATE OF {t})"
             f" UPDATE {t} SET {assignments} FROM v, locked"
             f" WHERE {t}.id = v.id AND locked.id = {t}.id{later}{same}",
-            _as_arrays(connection, columns + compared, rows))
+            _as_arrays(connection, given, rows))
     else:
         assignments = ", ".join(f"{column.name} = ?" for column in columns[1:])
         parameters = columns[1:] + columns[:1] + compared

@@ -37,11 +37,12 @@ def read_by_websockets(environ, inline):
     return inline and not environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS")
 
 
-def frames_for(ws, inline):
-    """The frames of ``ws`` (a simple-websocket server connection, open)."""
-    if read_by_websockets(ws.environ, inline):
-        return Frames(ws)
-    return WsprotoFrames(ws)
+def frames_for(ws):
+    """The frames of ``ws`` (a simple-websocket server connection, open):
+    wsproto's where its connection answered the handshake and holds the
+    socket's state, websockets' where the handshake left it out
+    (``upgrade.WebSocket``, by ``read_by_websockets``)."""
+    return WsprotoFrames(ws) if ws.ws is not None else Frames(ws)
 
 
 class Frames:

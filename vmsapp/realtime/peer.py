@@ -129,7 +129,7 @@ class Peer:
         if inline:
             self._readable = get_hub().loop.io(ws.sock.fileno(), 1)
             self._next_ping = time.monotonic() + (ws.ping_interval or 0)
-        self._frames = frames_for(ws, inline)
+        self._frames = frames_for(ws)
         self._sock = ws.sock  # the inline reader skips _SerializedSocket's __getattr__ detour
         # Route the reader thread's writes (pongs, close replies) through the lock too.
         ws.sock = _SerializedSocket(ws.sock, self._lock)
