@@ -95,7 +95,9 @@ class Config:
         # sockets after 55 s, and notices dashboards that vanished. Agents that
         # heartbeat more often get none (README, Realtime).
         self.VMS_WS_PING_INTERVAL = positive("VMS_WS_PING_INTERVAL", 25, environ)
-        self.WEBSOCKET_OPTIONS = {
+        # simple-websocket's options, which flask-sock passes to every
+        # connection (``vmsapp.realtime`` adds its thread and event classes).
+        self.SOCK_SERVER_OPTIONS = {
             # 64 KiB frames at most (SPEC §4 rule 2): larger ones close with 1009.
             "max_message_size": 64 * 1024,
             "ping_interval": self.VMS_WS_PING_INTERVAL,

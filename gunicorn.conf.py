@@ -1,12 +1,13 @@
 """gunicorn settings for vmsapp (``Procfile``'s web process and ``make run``).
 
-gevent workers (the default): every connection is a greenlet, so one worker
-holds thousands of WebSockets in one OS thread, up to ``worker_connections``
-(``VMS_WORKER_CONNECTIONS``). gthread workers (``VMS_WORKER_CLASS=gthread``):
-each WebSocket holds one pool thread for its whole life plus simple-websocket's
-reader thread, so ``threads`` (``VMS_THREADS``) is the number of connections —
-NVRs, dashboards and REST requests together — one worker serves. BENCHMARKS.md
-has the measurements behind the default."""
+gthread workers (the default): each WebSocket holds one pool thread for its
+whole life plus simple-websocket's reader thread, so ``threads``
+(``VMS_THREADS``) is the number of connections — NVRs, dashboards and REST
+requests together — one worker serves. gevent workers
+(``VMS_WORKER_CLASS=gevent``), for larger fleets: every connection is a
+greenlet, so one worker holds thousands of WebSockets in one OS thread, up to
+``worker_connections`` (``VMS_WORKER_CONNECTIONS``). BENCHMARKS.md has what
+a worker of each class holds."""
 
 import logging
 import os
@@ -15,12 +16,13 @@ import signal
 import threading
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '3000')}"
-WORKER_CLASSES = ("gevent", "gthread")
-worker_class = os.environ.get("VMS_WORKER_CLASS", "gevent")
+WORKER_CLASSES = ("gthread", "gevent")
+worker_class = os.environ.get("VMS_WORKER_CLASS", "gthread")
 if worker_class not in WORKER_CLASSES:
     raise SystemExit(f"VMS_WORKER_CLASS={worker_class!r}: use one of {', '.join(WORKER_CLASSES)}")
 if worker_class == "gthread":
-    threads = int(os.environ.get("VMS_THREADS", "256"))
+    # Threads start as connections need them: a large pool costs nothing idle.
+    threads = int(os.environ.get("VMS_THREADS", "1100"))
     # gunicorn's default (1000) would cap a worker below its threads; the
     # margin is for kept-alive REST calls.
     worker_connections = threads + 64

@@ -365,6 +365,10 @@ class RawPeer:
             data = self.sock.recv(65536)
         except TimeoutError:
             return
+        except ConnectionResetError:
+            # The server closed with our last frames unread (a close reply
+            # to its close after a protocol error): ended all the same.
+            data = b""
         if data:
             self.protocol.receive_data(data)
         else:

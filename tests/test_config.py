@@ -18,7 +18,7 @@ def test_a_setting_that_is_not_yes_or_no_is_refused_by_name():
 
 
 def test_the_ping_interval_is_configurable_and_must_be_positive():
-    assert Config({}).WEBSOCKET_OPTIONS["ping_interval"] == 25
-    assert Config({"VMS_WS_PING_INTERVAL": "0.5"}).WEBSOCKET_OPTIONS["ping_interval"] == 0.5
+    assert Config({}).SOCK_SERVER_OPTIONS["ping_interval"] == 25
+    assert Config({"VMS_WS_PING_INTERVAL": "0.5"}).SOCK_SERVER_OPTIONS["ping_interval"] == 0.5
     with pytest.raises(ValueError, match="VMS_WS_PING_INTERVAL"):
         Config({"VMS_WS_PING_INTERVAL": "0"})

@@ -3,14 +3,11 @@ a client library would never send (fragments around a ping, broken UTF-8,
 unmasked frames) and what it does for you (pongs, close replies)."""
 
 import json
-from types import SimpleNamespace
 
 import pytest
 from support import ADMIN_KEY, RawPeer, auth, dashboard, nvr_agent
-from websockets.frames import Close, Frame, Opcode
-from websockets.protocol import Protocol, Side, State
+from websockets.frames import Close, Opcode
 
-from vmsapp.realtime.framing import MAX_CLOSE_REASON_BYTES, Frames
 from vmsapp.realtime.routes import CLOSE_REPLY_WAIT
 
 
@@ -161,82 +158,3 @@ def test_with_compression_on_frames_flow_compressed(make_server):
     assert agent.close_code() == 4000
     newer.close()
     dash.close()
-
-
-# -- the server's frames alone, several in one read --------------------------------
-
-def server_frames():
-    ws = SimpleNamespace(max_message_size=64 * 1024, environ={}, input_buffer=[],
-                         pong_received=False, connected=True, close_reason=1005,
-                         close_message=None)
-    return ws, Frames(ws)
-
-
-def from_client(*frames):
-    return b"".join(frame.serialize(mask=True, extensions=()) for frame in frames)
-
-
-def parsed(chunks):
-    """What a client reads in ``chunks``: its frames, and whether the stream ended."""
-    client = Protocol(Side.CLIENT, state=State.OPEN)
-    client.receive_data(b"".join(chunks))
-    return client.events_received(), chunks[-1:] == [b""]
-
-
-def test_a_message_before_a_close_in_the_same_read_is_kept_and_the_close_echoed():
-    ws, frames = server_frames()
-
-    replies = frames.receive(from_client(Frame(Opcode.TEXT, b'{"type": "heartbeat"}'),
-                                         Frame(Opcode.CLOSE, Close(1001, "bye").serialize())))
-
-    assert ws.input_buffer == ['{"type": "heartbeat"}']
-    assert (ws.connected, ws.close_reason, ws.close_message) == (False, 1001, "bye")
-    echoed, ended = parsed(replies)
-    assert [Close.parse(frame.data).code for frame in echoed] == [1001]
-    assert ended and frames.finished
-
-
-def test_nothing_after_broken_utf8_in_the_same_read_counts():
-    ws, frames = server_frames()
-
-    replies = frames.receive(from_client(Frame(Opcode.TEXT, b"\xff"),
-                                         Frame(Opcode.TEXT, b'{"type": "heartbeat"}')))
-
-    assert ws.input_buffer == [] and not ws.connected
-    sent, ended = parsed(replies)
-    assert [Close.parse(frame.data).code for frame in sent] == [1007]
-    assert ended and not frames.finished  # the peer's close frame is not read
-
-
-def test_a_close_reason_is_cut_to_fit_a_frame_between_characters():
-    _, frames = server_frames()
-
-    sent, _ = parsed(frames.close(1008, "Unknown message type " + "\u20ac" * 64))
-
-    close = Close.parse(sent[0].data)
-    assert close.code == 1008
-    assert len(close.reason.encode()) <= MAX_CLOSE_REASON_BYTES
-    assert close.reason.startswith("Unknown message type \u20ac")
-
-
-def test_after_the_servers_close_the_peers_reply_ends_it():
-    ws, frames = server_frames()
-    ws.connected = False  # Peer.close
-    frames.close(4001, "heartbeat timeout")
-    assert not frames.finished
-
-    replies = frames.receive(from_client(Frame(Opcode.CLOSE, Close(4001, "").serialize())))
-
-    assert frames.finished and replies == [b""]  # nothing more to say: the stream ends
-    assert ws.close_reason == 4001
-
-
-def test_pongs_are_noted_and_pings_answered_with_their_data():
-    ws, frames = server_frames()
-
-    replies = frames.receive(from_client(Frame(Opcode.PONG, b""), Frame(Opcode.PING, b"ab")))
-
-    assert ws.pong_received and ws.connected
-    sent, ended = parsed(replies)
-    assert [(frame.opcode, bytes(frame.data)) for frame in sent] == [(Opcode.PONG, b"ab")]
-    assert not ended

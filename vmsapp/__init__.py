@@ -9,6 +9,7 @@ from . import database, ratelimit, realtime, web
 from .api import register_blueprints
 from .cli import register_commands
 from .errors import register_error_handlers
+from .extensions import sock
 from .logs import configure_logging
 
 
@@ -39,4 +40,5 @@ def trust_proxies(app):
 def register_extensions(app):
     database.init_app(app)
     ratelimit.init_app(app)
+    sock.init_app(app)
     realtime.init_app(app)

@@ -5,7 +5,6 @@ import os
 import time
 
 import click
-from gevent import get_hub, monkey
 from sqlalchemy import event
 from sqlalchemy.exc import InvalidatePoolError
 
@@ -38,39 +37,6 @@ def autocommit_connection():
     """A pooled connection with no transaction: for work that is one statement,
     PostgreSQL is spared a BEGIN and a COMMIT or ROLLBACK, two round trips."""
     return db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-
-
-def off_the_event_loop(function, *args):
-    """``function(*args)``, which talks to SQLite, run where it does not stop
-    every socket of the worker: the result, or its exception.
-
-    SQLite works inside the calling thread and never yields, so under gevent a
-    write of hundreds of rows holds up every heartbeat until it is done (the
-    ``last_seen`` flush at the preset: 5-18 ms, twice a second; BENCHMARKS.md).
-    There it runs in gevent's pool of native threads instead; sqlite3 lets go
-    of the GIL while it steps, and the event loop goes on meanwhile. The
-    caller checks the connection out first and passes it in, so that thread
-    uses the connection and not the pool, whose locks are gevent's and not
-    made for two threads. A greenlet writing to SQLite meanwhile waits in
-    SQLite's busy handler, inside the loop, for about what the write takes:
-    no longer than the write held the loop before, and only when the two
-    meet. Anywhere else (PostgreSQL, which yields while it waits, or a
-    gthread worker) it is a plain call."""
-    if db.engine.dialect.name == "sqlite" and monkey.is_module_patched("socket"):
-        failed, outcome = get_hub().threadpool.apply(_outcome_of, (function, args))
-        if failed:
-            raise outcome
-        return outcome
-    return function(*args)
-
-
-def _outcome_of(function, args):
-    """``(False, result)`` or ``(True, exception)``: an exception leaving gevent's
-    pool would be printed as a traceback of its own besides the caller's."""
-    try:
-        return False, function(*args)
-    except Exception as error:  # noqa: BLE001 - raised again by the caller
-        return True, error
 
 
 def init_migrations(app):

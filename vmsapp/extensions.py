@@ -1,6 +1,7 @@
 """Extension instances, unbound: the factory binds them to an app."""
 
 from flask_smorest import Api
+from flask_sock import Sock
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
@@ -26,3 +27,4 @@ class DocumentedApi(Api):
 
 db = SQLAlchemy(model_class=Base)
 api = DocumentedApi()
+sock = Sock()

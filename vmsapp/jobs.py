@@ -8,7 +8,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import bulk, presence
 from .clock import now
-from .database import off_the_event_loop
 from .extensions import db
 from .models import Nvr
 from .realtime.registry import current_registry
@@ -73,8 +72,7 @@ def _flush_last_seen(app):
         rows = [{"id": nvr_id, "last_seen": at} for nvr_id, at in seen.items()]
         try:
             with db.engine.connect() as connection:
-                # On SQLite the longest write of a steady worker: off_the_event_loop.
-                off_the_event_loop(_write_last_seen, connection, rows)
+                _write_last_seen(connection, rows)
         except SQLAlchemyError:
             log.exception("could not write last_seen of %d NVR(s)", len(seen))
             return 0

@@ -5,11 +5,12 @@ from . import bus, registry
 
 def init_app(app):
     """Give the app its registry and bus, and register the /ws route."""
-    from .peer import reader_class
+    from .peer import reader_thread, wakeup_event
     from .routes import bp
-    from .upgrade import OPTIONS_KEY
 
-    app.config[OPTIONS_KEY].setdefault("thread_class", reader_class())
+    options = app.config["SOCK_SERVER_OPTIONS"]
+    options.setdefault("thread_class", reader_thread)
+    options.setdefault("event_class", wakeup_event)
     connections = registry.Registry()
     app.extensions[registry.EXTENSION_KEY] = connections
     if app.config["REDIS_URL"]:

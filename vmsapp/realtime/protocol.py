@@ -12,9 +12,11 @@ from ..errors import flatten_errors
 from ..models import STATUSES
 from ..schemas import MAX_ID, CameraSchema, NvrSchema, Text
 
-# Close codes (SPEC §4), plus 1013 for a dashboard too slow to keep up.
+# Close codes (SPEC §4), plus 1013 for a dashboard too slow to keep up and
+# 1011 for a failure of the server's own.
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
+CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TOO_SLOW = 1013
 CLOSE_REPLACED = 4000
 CLOSE_STALE = 4001

@@ -6,15 +6,16 @@ import time
 from flask import Blueprint, current_app, request
 from simple_websocket import ConnectionClosed
 from sqlalchemy.exc import SQLAlchemyError
+from wsproto.utilities import RemoteProtocolError
 
 from .. import presence
 from ..clock import now as clock_now
 from ..credentials import bearer
 from ..errors import ApiError
-from ..extensions import db
-from . import protocol, upgrade
+from ..extensions import db, sock
+from . import handshake, protocol
 from .handlers import DASHBOARD_MESSAGES, FIRST_MESSAGE, NVR_MESSAGES, refuse, send_snapshot
-from .peer import Peer
+from .peer import Peer, prepare
 from .registry import current_registry
 from .sessions import MessageRate, NvrSession
 
@@ -40,23 +41,24 @@ def refuse_while_stopping():
         raise ApiError(503, "The server is restarting; reconnect shortly.")
 
 
-bp.before_request(upgrade.check_handshake)
+bp.before_request(handshake.check)
+bp.before_request(handshake.decline_compression)
+bp.before_request(prepare)
+bp.register_error_handler(RemoteProtocolError, handshake.refuse_unparsable)
 
 
-@bp.before_request
-def decline_compression():
-    """Unless VMS_WS_COMPRESSION is on, the handshake never sees the peer's
-    offer of permessage-deflate, so the socket is set up uncompressed."""
-    if not current_app.config["VMS_WS_COMPRESSION"]:
-        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
-
-
-@upgrade.route(bp, "/ws")
+@sock.route("/ws", bp=bp)
 def websocket(ws):
     # Non-browser clients may send their credential in the upgrade request.
     peer = Peer(ws, request.remote_addr, bearer(request.headers.get("Authorization")))
     try:
         _serve(peer)
+    except ConnectionClosed:
+        pass  # the peer went first
+    except Exception:
+        # After the 101 no HTTP error may follow: the connection ends here.
+        log.exception("error serving WebSocket %s", peer.address)
+        peer.close(protocol.CLOSE_INTERNAL_ERROR, "internal error")
     finally:
         peer.finish_close(CLOSE_REPLY_WAIT)
 
@@ -100,9 +102,6 @@ def _serve_nvr(session, rate):
     peer = session.peer
     registry = current_registry()
     stale_after = current_app.config["VMS_STALE_AFTER"]
-    # Heartbeats more frequent than pings do their work, and the silence
-    # deadline below finds a dead agent.
-    peer.messages_every(current_app.config["VMS_HEARTBEAT_INTERVAL"])
     strikes = 0
     try:
         while strikes < MAX_STRIKES and not registry.stopping:
