@@ -8,6 +8,7 @@ real WebSockets for everything else.
     python -m tools.bench --start-server --workers 2 --redis-url redis://127.0.0.1:6379/0
     python -m tools.bench --url http://127.0.0.1:3000 --key vms_… --server-pid 1234 \\
         --heartbeat 10 --stale-after 30 --nvrs 200            # a server you started yourself
+    python -m tools.bench --peer-node /tmp/peer-node          # the Node.js reference peer
 
 A run: create the NVRs and their cameras over REST (8 keep-alive sessions);
 subscribe the dashboards; connect the agents at the ramp's pace (or all at
@@ -26,7 +27,14 @@ and stops it with SIGTERM at the end. Without it, point --url and --key at a
 running server and give it the same --heartbeat and --stale-after it runs
 with; add --server-pid for CPU and memory, and --database-url (its database)
 for write transactions. NVRs the run created there are deleted afterwards
-unless --keep-fleet.
+unless --keep-fleet. --key may be left out for a server that takes none.
+
+--peer-node DIR runs the Node.js reference peer instead (a copy of it with
+its node_modules: `npm install` there) on a free port and a fresh SQLite file
+with the scenario's intervals, as --start-server runs vmsapp: the same
+scenario against both, in one session on one machine, gives vmsapp's figures
+as ratios to the peer's. The peer has no GET /api/nvrs: its last_seen lag is
+n/a.
 
 Prints progress while it runs, then a table (figure, value, target, result)
 and writes every figure, the scenario and the machine to a JSON file
@@ -51,13 +59,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .bench_clients import AUTH_TIMEOUT, OPEN_TIMEOUT, cpu_seconds
-from .bench_fleet import Fleet, RestClient
+from .bench_fleet import Fleet, NotServed, RestClient
 from .bench_monitor import MachineCpu, ProcessTreeMonitor, machine_info, python_speed
 from .bench_pool import ClientPool
 from .bench_report import Report
-from .bench_server import BenchDatabase, ServerProcess, database_kind, make_probe
+from .bench_server import BenchDatabase, ServerProcess, SqliteProbe, database_kind, make_probe
 from .bench_stats import Analysis, Observations
 from .common import non_negative_int, positive_int
+from .peer_node import PeerNodeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 now = time.monotonic
@@ -65,7 +74,7 @@ now = time.monotonic
 # What one client process drives before the agents are split over several:
 # sockets, heartbeats a second and, while ramping, connects a second. No more
 # processes than that: on a shared machine each one's wake-ups and handshakes
-# take CPU from the server under test (BENCHMARKS.md).
+# take CPU from the server under test.
 AGENTS_PER_PROCESS = 1500
 HEARTBEATS_PER_PROCESS = 500
 CONNECTS_PER_PROCESS = 250
@@ -212,6 +221,17 @@ class Benchmark:
             self.base_url = self.server.url
             pid = self.server.pid
             self.probe = make_probe(url, admin_url=args.database_url, database=self.database.name)
+        elif args.peer_node:
+            self.workdir = Path(tempfile.mkdtemp(prefix="vmsapp-bench-peer-"))
+            self.server = PeerNodeProcess(args.peer_node, self.workdir, s)
+            self.key = None
+            self.say("server", f"starting the Node.js peer ({self.server.directory}) on "
+                     f"{self.server.url} (sqlite {self.server.database_path}); "
+                     f"log {self.server.log_path}")
+            self.server.start()
+            self.base_url = self.server.url
+            pid = self.server.pid
+            self.probe = SqliteProbe(self.server.database_path)
         else:
             pid = args.server_pid
             if args.database_url:
@@ -219,7 +239,12 @@ class Benchmark:
         if pid:
             self.monitor = ProcessTreeMonitor(pid).start()
         if self.probe is not None:
-            self.probe.start()
+            try:
+                self.probe.start()
+            except Exception as error:  # noqa: BLE001 — the figure is n/a, not the run
+                self.say("database", f"cannot watch the database ({error}): write "
+                         "transactions are n/a")
+                self.probe = None
         self.say("server", f"ready at {self.base_url}"
                  + ("" if pid else " (no --server-pid: server CPU and memory are n/a)"))
 
@@ -316,6 +341,9 @@ class Benchmark:
         self.status("steady")
         try:
             self.last_seen = self.fleet.last_seen()
+        except NotServed as error:
+            self.last_seen = None
+            self.say("steady", f"last_seen not read: {error}")
         except Exception as error:  # noqa: BLE001 — a failed read is reported, not fatal
             self.last_seen = str(error)[:200]
             self.say("steady", f"could not read last_seen: {error}")
@@ -384,9 +412,14 @@ class Benchmark:
                          f"(bench-{self.run_id}-*)")
             else:
                 self.say("teardown", f"deleting the {len(self.fleet.nvrs)} bench NVRs")
-                self._attempt("delete every bench NVR", self.fleet.delete)
+                self._attempt("delete every bench NVR", self._delete_fleet)
         if self.database is not None:
             self._attempt(f"drop {self.database.name}", self.database.drop)
+
+    def _delete_fleet(self):
+        deleted = self.fleet.delete()
+        if deleted < len(self.fleet.nvrs):
+            self.say("teardown", f"the server deleted {deleted} of them")
 
     def _attempt(self, what, step, *args):
         """One teardown step: a failure is said, and the steps after it still
@@ -439,15 +472,18 @@ class Benchmark:
         return path
 
     def context(self):
-        server = {"mode": "started" if self.server else "external", "url": self.base_url,
-                  "pid_watched": self.monitor is not None}
+        mode = ("external" if self.server is None else
+                "peer-node" if isinstance(self.server, PeerNodeProcess) else "started")
+        server = {"mode": mode, "url": self.base_url, "pid_watched": self.monitor is not None}
         if self.server is not None:
             server.update(settings=self.server.public_settings(),
                           log=str(self.server.log_path), exit_code=self.server.process.returncode,
                           log_counts=self.server.log_counts())
-        kind = self.database.kind if self.database else database_kind(self.args.database_url)
-        # Read again now the run is over: this machine's speed can change by half
-        # within minutes (BENCHMARKS.md), and one reading would hide it.
+        kind = (self.database.kind if self.database else
+                getattr(self.server, "database_kind", None)
+                or database_kind(self.args.database_url))
+        # Read again now the run is over: a shared machine's speed can change by
+        # half within minutes, and one reading would hide it.
         machine = {**machine_info(), "python_loop_ms": self.python_speed_ms,
                    "python_loop_ms_at_end": python_speed(),
                    "load_average_at_start": self.load_at_start,
@@ -472,19 +508,24 @@ def parse_args(argv=None):
     where.add_argument("--ws-url", metavar="URL",
                        help="the WebSocket endpoint, when not <url>/ws (ws://…/ws)")
     where.add_argument("--key", default=os.environ.get("VMS_ADMIN_API_KEY"),
-                       help="an admin API key (default: $VMS_ADMIN_API_KEY)")
+                       help="an admin API key (default: $VMS_ADMIN_API_KEY; none for a "
+                            "server that takes none, as the Node.js peer)")
     where.add_argument("--server-pid", type=int, metavar="PID",
-                       help="the server's gunicorn master: CPU and memory of its process tree")
+                       help="the server's root process (gunicorn's master, node): CPU and "
+                            "memory of its process tree")
     where.add_argument("--start-server", action="store_true",
                        help="start a server of its own on a fresh database, stop it after")
+    where.add_argument("--peer-node", metavar="DIR",
+                       help="start the Node.js reference peer in DIR (with its node_modules) "
+                            "on a fresh SQLite file instead, stop it after")
     where.add_argument("--database-url", metavar="URL",
                        help="with --start-server: a PostgreSQL server to create a fresh "
                             "database on (default: a SQLite file); otherwise the running "
                             "server's database, for write transactions per second")
     where.add_argument("--workers", type=int, metavar="W", help="WEB_CONCURRENCY (needs Redis)")
     where.add_argument("--redis-url", metavar="URL", help="REDIS_URL for the started server")
-    where.add_argument("--worker-class", choices=("gevent", "gthread"), default="gevent",
-                       help="VMS_WORKER_CLASS for the started server (gevent)")
+    where.add_argument("--worker-class", choices=("gthread", "gevent"), default="gthread",
+                       help="VMS_WORKER_CLASS for the started server (gthread)")
     where.add_argument("--server-log-level", default="INFO", help="VMS_LOG_LEVEL (INFO)")
     where.add_argument("--server-compression", action="store_true",
                        help="VMS_WS_COMPRESSION=true for the started server: it accepts "
@@ -535,8 +576,16 @@ def parse_args(argv=None):
         parser.error("--silent + --disconnects must not exceed --nvrs")
     if args.stale_after <= args.heartbeat:
         parser.error("--stale-after must be longer than --heartbeat")
-    if not args.start_server and not args.key:
-        parser.error("--key (or $VMS_ADMIN_API_KEY) is needed without --start-server")
+    if args.peer_node:
+        given = [name for name, value in (("--start-server", args.start_server),
+                                          ("--database-url", args.database_url),
+                                          ("--workers", args.workers),
+                                          ("--redis-url", args.redis_url),
+                                          ("--server-compression", args.server_compression))
+                 if value]
+        if given:
+            parser.error(f"--peer-node runs the peer on its own SQLite file, one process: "
+                         f"leave out {', '.join(given)}")
     if args.database_url and database_kind(args.database_url) is None:
         parser.error("--database-url must be postgresql://… (or sqlite:///… with --url)")
     if args.start_server and database_kind(args.database_url) == "sqlite":

@@ -1,5 +1,9 @@
 """The benchmark's REST side: create the fleet (NVRs with their cameras and
-tokens), read ``last_seen`` under load, delete the fleet (see ``tools.bench``)."""
+tokens), read ``last_seen`` under load, delete the fleet (see ``tools.bench``).
+
+A server in ``open`` auth mode, or the Node.js reference peer, hands out no
+tokens and may serve only the set-up calls: a missing token is None, and a
+read or a delete the server answers with 404 is said, not fatal."""
 
 import threading
 import time
@@ -12,8 +16,13 @@ now = time.monotonic
 RETRIES = 3
 
 
+class NotServed(RuntimeError):
+    """The server does not serve this call (the peer has no ``GET /api/nvrs``)."""
+
+
 class RestClient:
-    """JSON calls with the admin key on one keep-alive session per thread."""
+    """JSON calls with the admin key (none when ``key`` is None) on one
+    keep-alive session per thread."""
 
     def __init__(self, base_url, key, timeout=30.0):
         self.base_url = base_url.rstrip("/")
@@ -31,6 +40,10 @@ class RestClient:
 
     def call(self, method, path, expect=(200,), **kwargs):
         """The decoded answer; retries broken connections, fails on other statuses."""
+        return self.answer(method, path, expect, **kwargs)[1]
+
+    def answer(self, method, path, expect=(200,), **kwargs):
+        """(status, decoded answer), as ``call``."""
         for attempt in range(RETRIES):
             try:
                 response = self.session().request(method, self.base_url + path,
@@ -41,9 +54,12 @@ class RestClient:
                 time.sleep(0.2 * (attempt + 1))
                 continue
             if response.status_code not in expect:
+                if response.status_code == 401 and not self.key:
+                    raise RuntimeError(f"{method} {path} answered 401: the server asks for "
+                                       "an admin key (--key)")
                 raise RuntimeError(f"{method} {path} answered {response.status_code}: "
                                    f"{response.text[:300]}")
-            return response.json() if response.content else None
+            return response.status_code, response.json() if response.content else None
 
 
 class Fleet:
@@ -80,7 +96,7 @@ class Fleet:
                 if progress and done[0] % 100 == 0:
                     progress(done[0], count, now() - started)
             return {"index": index, "nvr_id": nvr["id"], "hostname": nvr["hostname"],
-                    "token": nvr["token"], "camera_ids": camera_ids}
+                    "token": nvr.get("token"), "camera_ids": camera_ids}
 
         with ThreadPoolExecutor(self.threads, thread_name_prefix="bench-setup") as pool:
             self.nvrs = list(pool.map(create_one, range(count)))
@@ -95,7 +111,10 @@ class Fleet:
         offset, pages, started = 0, [], now()
         while True:
             asked = now()
-            page = self.rest.call("GET", f"/api/nvrs?limit=1000&offset={offset}")
+            status, page = self.rest.answer("GET", f"/api/nvrs?limit=1000&offset={offset}",
+                                            expect=(200, 404))
+            if status == 404:
+                raise NotServed("the server has no GET /api/nvrs")
             pages.append(now() - asked)
             for item in page["items"]:
                 found[item["id"]] = (item["status"], parse_time(item.get("last_seen")), asked)
@@ -106,12 +125,15 @@ class Fleet:
                        "slowest_page_s": max(pages)}
 
     def delete(self):
-        """Delete the bench's NVRs (and with them their cameras)."""
+        """Delete the bench's NVRs (and with them their cameras); how many the
+        server deleted (none, from one without deletes: 404 to each)."""
         def delete_one(nvr):
-            self.rest.call("DELETE", f"/api/nvrs/{nvr['nvr_id']}", expect=(204, 404))
+            status, _ = self.rest.answer("DELETE", f"/api/nvrs/{nvr['nvr_id']}",
+                                         expect=(204, 404))
+            return status == 204
 
         with ThreadPoolExecutor(self.threads, thread_name_prefix="bench-cleanup") as pool:
-            list(pool.map(delete_one, self.nvrs))
+            return sum(pool.map(delete_one, self.nvrs))
 
 
 def parse_time(text):

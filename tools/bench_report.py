@@ -119,7 +119,10 @@ class Report:
             verdict(_le(detection["max"], limit) and casts["stale"]["missing"] == 0)
             if s.silent else NA)
         seen = f["last_seen"]
-        if seen is not None and "error" in seen:
+        if seen is None:
+            add("last_seen lag behind heartbeats", "n/a (the server has no GET /api/nvrs)",
+                f"max ≤ {s.heartbeat + LAST_SEEN_SLACK_S:g} s", NA)
+        elif "error" in seen:
             add("last_seen lag behind heartbeats", f"not read: {seen['error']}",
                 f"max ≤ {s.heartbeat + LAST_SEEN_SLACK_S:g} s", FAIL)
         elif seen is not None:
@@ -226,7 +229,7 @@ class Report:
         machine = self.context["machine"]
         speed, at_end = machine.get("python_loop_ms"), machine.get("python_loop_ms_at_end")
         if speed is not None:
-            # The reference Python loop's time (BENCHMARKS.md), lower is faster.
+            # The reference Python loop's time (``python_speed``), lower is faster.
             add("machine speed", f"{speed:g} ms at the start"
                 + (f", {at_end:g} ms at the end" if at_end is not None else "")
                 + " (lower is faster)")

@@ -19,6 +19,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 now = time.monotonic
+# Connections a started server must hold besides the sockets: the bench's
+# set-up sessions (8), its last_seen reads and health checks, with room to spare.
+REST_HEADROOM = 64
 
 
 def free_port():
@@ -90,89 +93,40 @@ class BenchDatabase:
         self.url = None
 
 
-class ServerProcess:
-    """vmsapp as the Procfile runs it (release command, then gunicorn with
-    ``gunicorn.conf.py``), on a free port, with the scenario's settings."""
+class ChildServer:
+    """A server the bench runs as its child, in a session of its own (so
+    Ctrl-C in the terminal reaches the bench only), on a free port, with its
+    output in ``log_path``; stopped with SIGTERM, SIGKILL if it hangs."""
 
-    def __init__(self, database_url, log_path, scenario, admin_key, workers=None,
-                 redis_url=None, log_level="INFO", worker_class="gevent", compression=False):
-        self.database_url = database_url
+    name = "server"
+
+    def __init__(self, log_path):
         self.log_path = Path(log_path)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.admin_key = admin_key
-        self.workers = workers or 1
-        self.redis_url = redis_url
         self.process = None
         self._log = None
-        passed_over = ("DATABASE_URL", "REDIS_URL", "WEB_CONCURRENCY", "VMS_REDIS_PREFIX", "PORT")
-        self.env = {k: v for k, v in os.environ.items() if k not in passed_over}
-        rate = max(100.0, 10.0 / scenario.heartbeat)
-        self.settings = {
-            "DATABASE_URL": database_url,
-            "PORT": str(self.port),
-            "VMS_AUTH_MODE": "token",
-            "VMS_ADMIN_API_KEY": admin_key,
-            "VMS_HEARTBEAT_INTERVAL": f"{scenario.heartbeat:g}",
-            "VMS_STALE_AFTER": f"{scenario.stale_after:g}",
-            "VMS_SWEEP_INTERVAL": f"{scenario.sweep_interval:g}",
-            "VMS_AUTH_FAILURE_LIMIT": "1000000 per minute",
-            "VMS_MESSAGE_RATE": f"{rate:g}",
-            "VMS_MESSAGE_BURST": f"{2 * rate:g}",
-            "VMS_WORKER_CLASS": worker_class,
-            "VMS_LOG_LEVEL": log_level,
-            "VMS_WS_COMPRESSION": "true" if compression else "false",
-        }
-        connections = scenario.nvrs + scenario.dashboards + 64
-        if worker_class == "gthread":
-            # A thread per connection: the default (256) holds a small site only.
-            self.settings["VMS_THREADS"] = str(connections)
-        elif connections > 10000:
-            self.settings["VMS_WORKER_CONNECTIONS"] = str(connections)
-        if workers:
-            self.settings["WEB_CONCURRENCY"] = str(workers)
-        if redis_url:
-            self.settings["REDIS_URL"] = redis_url
-            self.settings["VMS_REDIS_PREFIX"] = f"vmsapp-bench-{secrets.token_hex(4)}"
-        self.env.update(self.settings)
 
     @property
     def pid(self):
         return self.process.pid if self.process else None
 
-    def public_settings(self):
-        """The settings, without the admin key."""
-        return {k: ("<random>" if k == "VMS_ADMIN_API_KEY" else v)
-                for k, v in self.settings.items()}
-
-    def migrate(self):
-        done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
-                              cwd=ROOT, env=self.env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"flask db upgrade failed:\n{done.stderr[-3000:]}")
-
-    def start(self, timeout=60.0):
-        self.migrate()
+    def spawn(self, command, cwd, env, timeout):
+        """Start ``command`` and wait for ``/healthz`` to answer 200; the
+        monotonic deadline it had."""
         self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
-             "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True)  # Ctrl-C in the terminal reaches the bench only
+        self.process = subprocess.Popen(command, cwd=cwd, env=env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
         deadline = now() + timeout
         while not self._healthy():
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited ({self.process.returncode}):\n"
+                raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n"
                                    f"{self.log_tail()}")
             if now() > deadline:
                 raise RuntimeError(f"no healthy server at {self.url} after {timeout:g}s:\n"
                                    f"{self.log_tail()}")
             time.sleep(0.1)
-        # Jobs (sweep, last_seen flush) start after each worker boots: its banner says so.
-        expected = self.workers if self.redis_url else 1
-        while self.log().count("vmsapp serving") < expected and now() < deadline:
-            time.sleep(0.1)
-        return self
+        return deadline
 
     def _healthy(self):
         try:
@@ -204,6 +158,77 @@ class ServerProcess:
 
     def log_tail(self, chars=3000):
         return self.log()[-chars:]
+
+
+class ServerProcess(ChildServer):
+    """vmsapp as the Procfile runs it (release command, then gunicorn with
+    ``gunicorn.conf.py``), on a free port, with the scenario's settings."""
+
+    name = "gunicorn"
+
+    def __init__(self, database_url, log_path, scenario, admin_key, workers=None,
+                 redis_url=None, log_level="INFO", worker_class="gthread", compression=False):
+        super().__init__(log_path)
+        self.database_url = database_url
+        self.admin_key = admin_key
+        self.workers = workers or 1
+        self.redis_url = redis_url
+        passed_over = ("DATABASE_URL", "REDIS_URL", "WEB_CONCURRENCY", "VMS_REDIS_PREFIX", "PORT")
+        self.env = {k: v for k, v in os.environ.items() if k not in passed_over}
+        rate = max(100.0, 10.0 / scenario.heartbeat)
+        self.settings = {
+            "DATABASE_URL": database_url,
+            "PORT": str(self.port),
+            "VMS_AUTH_MODE": "token",
+            "VMS_ADMIN_API_KEY": admin_key,
+            "VMS_HEARTBEAT_INTERVAL": f"{scenario.heartbeat:g}",
+            "VMS_STALE_AFTER": f"{scenario.stale_after:g}",
+            "VMS_SWEEP_INTERVAL": f"{scenario.sweep_interval:g}",
+            "VMS_AUTH_FAILURE_LIMIT": "1000000 per minute",
+            "VMS_MESSAGE_RATE": f"{rate:g}",
+            "VMS_MESSAGE_BURST": f"{2 * rate:g}",
+            "VMS_WORKER_CLASS": worker_class,
+            "VMS_LOG_LEVEL": log_level,
+            "VMS_WS_COMPRESSION": "true" if compression else "false",
+        }
+        connections = scenario.nvrs + scenario.dashboards + REST_HEADROOM
+        if worker_class == "gthread":
+            # Each WebSocket holds a pool thread for its whole life (its reader
+            # thread is not the pool's), so the pool must outnumber every agent
+            # and dashboard, or REST calls and further sockets queue behind
+            # them. Every worker gets the whole fleet's: the kernel's spread
+            # of connections over workers is uneven.
+            self.settings["VMS_THREADS"] = str(connections)
+        elif connections > 10000:
+            self.settings["VMS_WORKER_CONNECTIONS"] = str(connections)
+        if workers:
+            self.settings["WEB_CONCURRENCY"] = str(workers)
+        if redis_url:
+            self.settings["REDIS_URL"] = redis_url
+            self.settings["VMS_REDIS_PREFIX"] = f"vmsapp-bench-{secrets.token_hex(4)}"
+        self.env.update(self.settings)
+
+    def public_settings(self):
+        """The settings, without the admin key."""
+        return {k: ("<random>" if k == "VMS_ADMIN_API_KEY" else v)
+                for k, v in self.settings.items()}
+
+    def migrate(self):
+        done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
+                              cwd=ROOT, env=self.env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"flask db upgrade failed:\n{done.stderr[-3000:]}")
+
+    def start(self, timeout=60.0):
+        self.migrate()
+        deadline = self.spawn(
+            [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
+             "--bind", f"127.0.0.1:{self.port}", "wsgi:app"], ROOT, self.env, timeout)
+        # Jobs (sweep, last_seen flush) start after each worker boots: its banner says so.
+        expected = self.workers if self.redis_url else 1
+        while self.log().count("vmsapp serving") < expected and now() < deadline:
+            time.sleep(0.1)
+        return self
 
     def log_counts(self):
         """Warnings, errors and tracebacks the server logged."""
@@ -284,14 +309,21 @@ class SqliteProbe:
         self._thread = threading.Thread(target=self._run, name="bench-sqlite-probe", daemon=True)
 
     def start(self):
+        """Open the file (here, so a file that cannot be read fails the start)
+        and poll it on a thread."""
+        self._connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
+                                           check_same_thread=False)
+        try:
+            self._first = self._connection.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            self._connection.close()
+            raise
         self._thread.start()
         return self
 
     def _run(self):
-        connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
-                                     check_same_thread=False)
+        connection, last = self._connection, self._first
         try:
-            last = connection.execute("PRAGMA data_version").fetchone()[0]
             while not self._stop.wait(self.period):
                 try:
                     version = connection.execute("PRAGMA data_version").fetchone()[0]
