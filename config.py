@@ -89,7 +89,7 @@ class Config:
         # permessage-deflate for /ws peers that offer it. Off by default, as in
         # Node's ws server: each compressing peer holds zlib state for the life of
         # its socket, which at fleet scale outweighs the few bytes saved on
-        # heartbeats (BENCHMARKS.md).
+        # heartbeats.
         self.VMS_WS_COMPRESSION = flag("VMS_WS_COMPRESSION", False, environ)
         # Keeps dashboards' connections alive through routers that cut idle
         # sockets after 55 s, and notices dashboards that vanished. Agents that

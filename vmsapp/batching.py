@@ -5,8 +5,7 @@ A caller that finds no batch being written writes its own request, and whatever
 else arrives while it yields once to the threads ready to run. Callers arriving
 meanwhile wait; when the batch is done, the first of them writes all that waited,
 together. No thread of its own and no added delay for a lone caller, while a
-reconnect storm costs the database a handful of statements instead of one per agent
-(BENCHMARKS.md)."""
+reconnect storm costs the database a handful of statements instead of one per agent."""
 
 import queue
 import threading
@@ -64,7 +63,8 @@ class Combiner:
     def _write_next_batch(self):
         # Yield once, so requests that are ready to be made join this batch:
         # under gevent, with SQLite (which never yields), nothing else would
-        # run until the write is done, and every batch would hold one request.
+        # run until the write is done, and every batch would hold one request;
+        # under threads it lets the callers already woken reach the queue.
         time.sleep(0)
         with self._lock:
             batch, later, keys = [], [], set()

@@ -2,8 +2,8 @@
 
 Heartbeats' ``last_seen`` and a reconnect storm's claims and event rows are
 written thousands of rows a second. A Core executemany spent 15-50 µs a row in
-SQLAlchemy's parameter handling, a fifth of the worker's CPU at the preset
-(BENCHMARKS.md). PostgreSQL takes the rows as one array per column, turned
+SQLAlchemy's parameter handling, a fifth of the worker's CPU at the
+benchmark's preset. PostgreSQL takes the rows as one array per column, turned
 back into rows by ``unnest``, in one of two forms:
 
 - ``insert`` and ``update_by_id``: the whole statement, its SQL written here

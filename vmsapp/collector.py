@@ -1,8 +1,8 @@
 """When a web worker's full garbage collections run.
 
 A full collection walks every open socket's objects, and nothing else runs
-meanwhile: 60 ms at 1,000 sockets, 180-440 ms at 4,000-8,000 on a 2-core
-machine (BENCHMARKS.md). Python starts one once enough middle-generation
+meanwhile: tens of milliseconds at 1,000 sockets, hundreds at 8,000 on a
+2-core machine. Python starts one once enough middle-generation
 collections have run and the oldest generation has grown by a quarter, which
 is exactly what a reconnecting site does to it. So a booted worker runs them
 a tenth as often (``configure_worker``), and holds them back altogether while

@@ -42,7 +42,7 @@ def autocommit_connection():
 def init_migrations(app):
     """Bind Flask-Migrate (``flask db``) when a command line builds the app.
     A web worker has no use for it, and so never imports Alembic: 11 MB a
-    worker (BENCHMARKS.md)."""
+    worker."""
     if click.get_current_context(silent=True) is None:
         return
     from flask_migrate import Migrate
@@ -56,8 +56,8 @@ def _ping_idle_connections(engine):
     it meanwhile (a restart, an idle timeout).
 
     SQLAlchemy's ``pool_pre_ping`` pings at every checkout: one more round
-    trip for each batch of auths or disconnects, and under gevent every round
-    trip waits for a turn of the event loop, 5-15 ms while a fleet
+    trip for each batch of auths or disconnects, each one waiting for the
+    GIL or the event loop among thousands of sockets while a fleet
     reconnects. A connection used within the last ``PING_IDLE_AFTER`` seconds
     is taken as alive; if the database went away in that second, the
     statement fails like any other in flight, and SQLAlchemy then replaces
