@@ -45,7 +45,7 @@ def handle_auth(peer, fields):
         return None
     hostname = fields["hostname"]
     connection_id = new_connection_id()
-    nvr, refused, transition = admission.admit(
+    nvr, refused, transition, _ = admission.admit(
         hostname, fields.get("token") or peer.bearer, connection_id, now)
     if refused:
         refuse_credentials(peer, refused, AUTH_REFUSALS[refused],
