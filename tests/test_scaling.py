@@ -323,9 +323,10 @@ def test_a_burst_of_broadcasts_reaches_the_other_workers_dashboards_whole_and_in
 class ClosedRecorder:
     """An NVR session whose peer only records how it was closed."""
 
-    def __init__(self, nvr_id, connection_id):
+    def __init__(self, nvr_id, connection_id, claim=1):
         self.nvr_id = nvr_id
         self.connection_id = connection_id
+        self.claim = claim
         self.peer = self
         self.closes = []
 
@@ -353,7 +354,7 @@ def test_a_queued_burst_travels_as_one_redis_message_per_batch(redis_url):
         for n in range(total):
             sender.publish({"type": "marker", "n": n})
             if n == PUBLISH_BATCH // 2:
-                sender.close_nvr(7, protocol.CLOSE_REPLACED, "replaced", keep="newer")
+                sender.close_older(7, 2, protocol.CLOSE_REPLACED, "replaced")
         sender.start()
         received = drain_until(watcher, total)
         assert received == [protocol.encode({"type": "marker", "n": n}) for n in range(total)]
