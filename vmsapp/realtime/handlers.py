@@ -54,7 +54,8 @@ def handle_auth(peer, fields):
         return None
     reply = protocol.auth_ok(nvr, nvr.cameras, current_app.config["VMS_HEARTBEAT_INTERVAL"])
     session = NvrSession(peer, nvr.id, nvr.hostname, now, connection_id, claim)
-    if not current_registry().add_nvr(session):
+    registry = current_registry()
+    if not registry.add_nvr(session):
         log.info("nvr %s from %s replaced before it was registered", nvr.hostname, peer.address)
         return None
     # Newest wins (rule 3), by claim order: agents authenticating together
@@ -66,7 +67,14 @@ def handle_auth(peer, fields):
     collector.hold.agent_connected()
     if transition is None:
         log.info("nvr %s reconnected from %s while online", session.hostname, peer.address)
-    peer.send(protocol.encode(reply))
+    try:
+        peer.send(protocol.encode(reply))
+    except BaseException:
+        # Closed before its auth_ok went out (replaced already, most likely):
+        # never served, so the socket loop that unregisters sessions never
+        # runs for it.
+        registry.remove_nvr(session)
+        raise
     # Silence counts from auth_ok, not from before the database work above.
     session.touch(clock_now())
     return session
