@@ -52,6 +52,9 @@ def test_agents_of_one_nvr_authenticating_together_leave_exactly_one_connection(
                   if m.get("type") == "nvr_status" and m["nvr_id"] == online["id"]]
         assert pushed == [("online", "connected")]
     held.close()
+    # Every connection closed, whenever in its auth: none left counted.
+    wait_until(lambda: live.api("GET", "/api/stats").json()["nvr_connections"] == 0,
+               message="no NVR connection left")
     watcher.close()
 
 
