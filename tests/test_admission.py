@@ -30,7 +30,7 @@ def test_agents_admitted_together_each_get_their_own_nvr_and_transition(app):
     assert race(app, len(agents), admit) == []
     with app.app_context():
         for index, (nvr_id, camera_ids, _) in enumerate(agents):
-            nvr, refused, transition = results[index]
+            nvr, refused, transition, _ = results[index]
             assert (nvr.id, nvr.hostname, refused) == (nvr_id, f"Agent-{index}", None)
             assert [camera.id for camera in nvr.cameras] == camera_ids
             assert (transition.nvr_id, transition.camera_ids, transition.at) == (
@@ -61,7 +61,7 @@ def test_a_batch_of_admissions_refuses_only_the_agents_that_fail(ctx, listener):
 
     results = admission._admit_all(batch)
 
-    assert [(nvr and nvr.id, refused) for nvr, refused, _ in results] == [
+    assert [(nvr and nvr.id, refused) for nvr, refused, _, _ in results] == [
         (admitted, None), (None, admission.INVALID_HOSTNAME), (wrong, admission.INVALID_TOKEN),
         (missing, admission.INVALID_TOKEN), (online, None)]
     assert results[0].transition.camera_ids == camera_ids
@@ -83,13 +83,44 @@ def test_admissions_of_one_nvr_arriving_together_make_one_transition(app):
                                        now()))
 
     assert race(app, 8, admit) == []
-    assert [refused for _, refused, _ in results] == [None] * 8
-    assert len([transition for _, _, transition in results if transition is not None]) == 1
+    assert [refused for _, refused, _, _ in results] == [None] * 8
+    assert len([transition for _, _, transition, _ in results if transition is not None]) == 1
     with app.app_context():
         row = nvr_row(nvr_id)
         assert (row.status, row.status_version) == ("online", 1)
         assert row.connection_id in {f"c{i}" for i in range(8)}
         assert len(events(nvr_id)) == 1 + len(camera_ids)
+
+
+def test_each_admission_of_an_nvr_takes_the_next_claim_number_and_a_refusal_none(ctx):
+    nvr_id, _, token = make_agent()
+    other_id, _, other_token = make_agent(hostname="nvr-b")
+
+    claims = [admission.admit("nvr-a", token, f"c{index}", now()).claim for index in range(3)]
+    refused = admission.admit("nvr-a", "not-its-token", "c3", now())
+    other = admission.admit("nvr-b", other_token, "c4", now())
+
+    assert claims == [1, 2, 3]
+    assert (refused.refused, refused.claim) == (admission.INVALID_TOKEN, None)
+    assert other.claim == 1  # each NVR counts its own
+    assert (nvr_row(nvr_id).claim, nvr_row(nvr_id).connection_id) == (3, "c2")
+
+
+def test_admissions_arriving_together_take_distinct_claims_and_the_highest_holds(app):
+    """Whatever order the batches and workers commit in, the connection the
+    NVR's row holds is the one of the highest claim: the one newest wins keeps."""
+    with app.app_context():
+        nvr_id, _, token = make_agent()
+    claims = {}
+
+    def admit(index):
+        claims[f"c{index}"] = admission.admit("nvr-a", token, f"c{index}", now()).claim
+
+    assert race(app, 8, admit) == []
+    assert sorted(claims.values()) == list(range(1, 9))
+    with app.app_context():
+        row = nvr_row(nvr_id)
+        assert (row.claim, claims[row.connection_id]) == (8, 8)
 
 
 def test_an_nvr_without_a_token_admits_no_agent_in_token_mode(ctx):
@@ -99,7 +130,7 @@ def test_an_nvr_without_a_token_admits_no_agent_in_token_mode(ctx):
 
     results = [admission.admit("nvr-a", presented, "c1", now()) for presented in (token, None)]
 
-    assert [(nvr.id, refused) for nvr, refused, _ in results] == [
+    assert [(nvr.id, refused) for nvr, refused, _, _ in results] == [
         (nvr_id, admission.INVALID_TOKEN)] * 2
     assert (nvr_row(nvr_id).status, events(nvr_id)) == ("offline", [])
 
@@ -111,7 +142,7 @@ def test_the_open_auth_mode_admits_an_agent_whatever_its_token(ctx):
     results = [admission.admit("nvr-a", presented, f"c{index}", now())
                for index, presented in enumerate((None, "not-its-token"))]
 
-    assert [(nvr.id, refused) for nvr, refused, _ in results] == [(nvr_id, None)] * 2
+    assert [(nvr.id, refused) for nvr, refused, _, _ in results] == [(nvr_id, None)] * 2
     assert results[0].transition.nvr_id == nvr_id
     assert nvr_row(nvr_id).connection_id == "c1"
 
@@ -139,7 +170,7 @@ def test_an_nvr_changed_after_its_lookup_is_not_claimed(
     nvr_id, _, token = make_agent(cameras=2)
     listener()
 
-    [(_, outcome, transition)] = _admitted_across(
+    [(_, outcome, transition, _)] = _admitted_across(
         ctx, monkeypatch, CHANGES[change](nvr_id), [("nvr-a", token, "c1", now())], check_tokens)
 
     assert (outcome, transition) == (refused, None)
@@ -153,7 +184,7 @@ def test_a_replaced_token_still_admits_in_the_open_auth_mode(ctx, monkeypatch):
     """Only what the auth mode checks is compared: the claim keeps the new token."""
     nvr_id, _, token = make_agent(cameras=1)
 
-    [(nvr, outcome, transition)] = _admitted_across(
+    [(nvr, outcome, transition, _)] = _admitted_across(
         ctx, monkeypatch, CHANGES["token replaced"](nvr_id), [("nvr-a", token, "c1", now())],
         check_tokens=False)
 

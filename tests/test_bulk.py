@@ -43,3 +43,17 @@ def test_update_by_id_compares_the_unchanged_columns_and_sets_the_others(ctx):
             {"id": ids[3], "last_seen": t, "hostname": "nvr-3"},
         ], only_later="last_seen", unchanged=("hostname",))
     assert [nvr_row(nvr_id).last_seen for nvr_id in ids] == [t, None, t, t]
+
+
+def test_update_by_id_increments_the_named_columns_of_the_rows_it_updates(ctx):
+    ids = [make_nvr(cameras=0, hostname=f"nvr-{index}")[0] for index in range(2)]
+
+    with db.engine.begin() as connection:
+        for connection_id in ("a", "b"):
+            bulk.update_by_id(connection, Nvr.__table__, [
+                {"id": ids[0], "connection_id": connection_id, "hostname": "nvr-0"},
+                {"id": ids[1], "connection_id": connection_id, "hostname": "renamed"},
+            ], unchanged=("hostname",), increment=("claim",))
+
+    assert [(nvr_row(nvr_id).connection_id, nvr_row(nvr_id).claim) for nvr_id in ids] == [
+        ("b", 2), (None, 0)]

@@ -2,6 +2,7 @@
 easily provoke."""
 
 import pytest
+from rows import make_agent
 from simple_websocket import ConnectionClosed
 from support import ADMIN_KEY, AnsweringPeer
 
@@ -27,6 +28,23 @@ def test_a_dashboard_that_never_got_its_snapshot_is_not_left_subscribed(app):
 
         assert peer.sent == ['{"type":"dashboard_ok"}']
         assert current_registry().dashboards() == []
+
+
+class ReplacedPeer(AnsweringPeer):
+    """An agent closed (by a newer connection) before its auth_ok is sent."""
+
+    def send(self, text):
+        raise ConnectionClosed(4000, "replaced")
+
+
+def test_an_agent_that_never_got_its_auth_ok_is_not_left_registered(app):
+    with app.app_context():
+        _, _, token = make_agent()
+
+        with pytest.raises(ConnectionClosed):
+            handlers.handle_auth(ReplacedPeer(), {"hostname": "nvr-a", "token": token})
+
+        assert current_registry().nvr_sessions() == []
 
 
 def test_a_heartbeat_ack_gives_the_server_time_in_utc_to_the_millisecond():

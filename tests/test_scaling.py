@@ -2,6 +2,7 @@
 dashboard once, commands reach every worker, one transition per change."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -9,7 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 import requests
-from support import dashboard, free_port, nvr_agent, unique, wait_until
+from support import Client, auth, dashboard, free_port, nvr_agent, unique, wait_until
 
 from vmsapp.realtime import protocol
 from vmsapp.realtime.redis_bus import PUBLISH_BATCH, RedisBus
@@ -135,6 +136,38 @@ def test_deleting_or_rotating_closes_the_socket_wherever_it_is(cluster):
     for nvr, agent in list(zip(held, agents))[1::2]:
         assert live.api("POST", f"/api/nvrs/{nvr['id']}/token").status_code == 200
         assert agent.close_code() == 1008
+
+
+def test_failed_authentications_on_every_worker_count_against_one_limit(cluster):
+    """Five failures from one address, spread over both workers, reach the
+    limit of five: each worker refuses that address after, over REST and /ws."""
+    live = cluster(VMS_AUTH_FAILURE_LIMIT="5 per minute", VMS_PROXY_HOPS="1")
+    nvr = live.create_nvr()
+    # The kernel picks each connection's worker: an address whose failures
+    # all landed on one worker proves nothing, so take another.
+    for attempt in range(1, 6):
+        address = f"198.51.100.{attempt}"
+        for _ in range(5):
+            response = live.api("GET", "/api/nvrs", key="wrong",
+                                headers={"X-Forwarded-For": address})
+            assert response.status_code == 401
+        if len(refusing_workers(live, address)) == WORKERS:
+            break
+    assert len(refusing_workers(live, address)) == WORKERS, "failures never reached both workers"
+
+    # Neither worker saw five of the failures itself, whichever answers now.
+    refused = live.api("GET", "/api/nvrs", headers={"X-Forwarded-For": address})
+    assert refused.status_code == 429
+    agent = Client(live.ws_url, additional_headers={"X-Forwarded-For": address})
+    agent.send(auth(live, nvr["hostname"]))
+    assert agent.expect_type("error")["code"] == "too_many_attempts"
+    assert live.api("GET", "/api/nvrs").status_code == 200  # other addresses are not held back
+
+
+def refusing_workers(live, address):
+    """The pids of the workers that logged a refused REST auth from ``address``."""
+    return set(re.findall(rf"\[(\d+)\] \S+: REST auth refused from {re.escape(address)}:",
+                          live.log()))
 
 
 def test_a_stale_nvr_makes_one_event_however_many_workers_sweep(cluster):
@@ -323,9 +356,10 @@ def test_a_burst_of_broadcasts_reaches_the_other_workers_dashboards_whole_and_in
 class ClosedRecorder:
     """An NVR session whose peer only records how it was closed."""
 
-    def __init__(self, nvr_id, connection_id):
+    def __init__(self, nvr_id, connection_id, claim=1):
         self.nvr_id = nvr_id
         self.connection_id = connection_id
+        self.claim = claim
         self.peer = self
         self.closes = []
 
@@ -353,7 +387,7 @@ def test_a_queued_burst_travels_as_one_redis_message_per_batch(redis_url):
         for n in range(total):
             sender.publish({"type": "marker", "n": n})
             if n == PUBLISH_BATCH // 2:
-                sender.close_nvr(7, protocol.CLOSE_REPLACED, "replaced", keep="newer")
+                sender.close_older(7, 2, protocol.CLOSE_REPLACED, "replaced")
         sender.start()
         received = drain_until(watcher, total)
         assert received == [protocol.encode({"type": "marker", "n": n}) for n in range(total)]

@@ -27,11 +27,14 @@ class Admission(NamedTuple):
     """What became of one ``auth``. ``nvr`` is its ``fleet.AgentNvr`` (None
     when no NVR has the hostname); ``refused`` is None, ``INVALID_HOSTNAME``
     or ``INVALID_TOKEN``; ``transition`` is the NVR's move online, None when
-    refused or when it was online already."""
+    refused or when it was online already; ``claim`` is the NVR's claim
+    number this admission took (None when refused): a connection of the NVR
+    with a lower one is older and gives way to this one."""
 
     nvr: fleet.AgentNvr | None
     refused: str | None
     transition: presence.NvrTransition | None
+    claim: int | None = None
 
 
 def admit(hostname, token, connection_id, now):
@@ -76,8 +79,8 @@ def _admit_in_two_steps(batch, check_tokens):
                 **{column: getattr(nvr, column) for column in found_by}}))
     if claims:
         outcomes = presence.claim_all([claim for _, _, claim in claims], unchanged=found_by)
-        for (index, nvr, _), (held, transition) in zip(claims, outcomes, strict=True):
-            admissions[index] = (Admission(nvr, None, transition) if held
+        for (index, nvr, _), (held, claim, transition) in zip(claims, outcomes, strict=True):
+            admissions[index] = (Admission(nvr, None, transition, claim) if held
                                  else _refused_meanwhile(nvr, check_tokens))
     return admissions
 
@@ -108,8 +111,9 @@ def _admission(nvr, nvr_rows, moved_online, check_tokens):
     or None)."""
     if nvr is None:
         return Admission(None, INVALID_HOSTNAME, None)
-    if nvr_rows[nvr.id].claimed:
-        return Admission(nvr, None, moved_online.get(nvr.id))
+    row = nvr_rows[nvr.id]
+    if row.claimed:
+        return Admission(nvr, None, moved_online.get(nvr.id), row.claim)
     return _refused_meanwhile(nvr, check_tokens)  # or, with tokens checked, a wrong token
 
 
@@ -129,7 +133,8 @@ def _admission_statement():
     the stored one, and the NVRs that pass claimed (``presence.claiming``),
     the hostname and token checked again on each row once it is locked. Its
     rows are ``fleet.agent_rows``, one per camera, with ``claimed`` and the
-    claim's columns (the claim's hostname and name, as they are now).
+    claim's columns (the claim's hostname and name, as they are now, and the
+    claim number it took).
 
     The digests are compared as the API keys' are (``credentials.role_of``):
     a secret's SHA-256 reveals nothing of the secret, so the comparison need
@@ -153,7 +158,7 @@ def _admission_statement():
                              name=sa.func.coalesce(claimed.c.name, nvrs.c.name))
             .add_columns(claimed.c.id.is_not(None).label("claimed"), claimed.c.at,
                          claimed.c.status_version, claimed.c.last_seen,
-                         claimed.c.was_offline, claimed.c.camera_ids))
+                         claimed.c.was_offline, claimed.c.claim, claimed.c.camera_ids))
 
 
 def _found_by(wanted):

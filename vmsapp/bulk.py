@@ -32,7 +32,7 @@ def insert(connection, table, rows):
             _as_tuples(connection, columns, rows))
 
 
-def update_by_id(connection, table, rows, only_later=None, unchanged=()):
+def update_by_id(connection, table, rows, only_later=None, unchanged=(), increment=()):
     """UPDATE the row of ``table`` whose ``id`` each of ``rows`` (dicts with the
     same keys, ``id`` among them) gives, setting its other keys. An id with no
     row matches nothing and fails nothing. With ``only_later`` (a column's
@@ -40,7 +40,8 @@ def update_by_id(connection, table, rows, only_later=None, unchanged=()):
     than the new one. The keys named in ``unchanged`` are compared, not set:
     a row is left alone where one of those columns no longer holds the value
     given (NULL as a value like any other), a compare-and-set on what the
-    caller read.
+    caller read. The columns named in ``increment`` (not keys of ``rows``)
+    go one up in every row updated, in the same statement.
 
     On PostgreSQL the rows are locked in id order first, as every status move
     locks its rows (``presence``): the ``last_seen`` flush and another
@@ -55,7 +56,8 @@ def update_by_id(connection, table, rows, only_later=None, unchanged=()):
         t = table.name
         given = columns + compared
         names = ", ".join(column.name for column in given)
-        assignments = ", ".join(f"{column.name} = v.{column.name}" for column in columns[1:])
+        assignments = ", ".join([f"{column.name} = v.{column.name}" for column in columns[1:]]
+                                + [f"{name} = {t}.{name} + 1" for name in increment])
         later = (f" AND ({t}.{only_later} IS NULL OR {t}.{only_later} < v.{only_later})"
                  if only_later else "")
         same = "".join(f" AND {t}.{column.name} IS NOT DISTINCT FROM v.{column.name}"
@@ -69,7 +71,8 @@ def update_by_id(connection, table, rows, only_later=None, unchanged=()):
             f" WHERE {t}.id = v.id AND locked.id = {t}.id{later}{same}",
             _as_arrays(connection, given, rows))
     else:
-        assignments = ", ".join(f"{column.name} = ?" for column in columns[1:])
+        assignments = ", ".join([f"{column.name} = ?" for column in columns[1:]]
+                                + [f"{name} = {name} + 1" for name in increment])
         parameters = columns[1:] + columns[:1] + compared
         same = "".join(f" AND {column.name} IS ?" for column in compared)
         later = ""

@@ -61,6 +61,10 @@ class Nvr(db.Model):
     # Which WebSocket connection the NVR's presence belongs to: a close only
     # marks the NVR offline while it is still the current connection (rule 3).
     connection_id: Mapped[str | None] = mapped_column(sa.String(32))
+    # One more at every claim, in the UPDATE that sets connection_id: the
+    # order of an NVR's connections whichever worker holds them, so a
+    # connection is only ever replaced by a newer one (rule 3).
+    claim: Mapped[int] = mapped_column(default=0, server_default="0")
     # SHA-256 of the agent's token; the token itself is shown once and never stored.
     token_hash: Mapped[str | None] = mapped_column(sa.String(64))
     # The token in clear, set only on the object that issued it (never stored).

@@ -83,19 +83,23 @@ def claim_all(claims, unchanged=()):
     row still has them, so a token replaced or an NVR renamed or deleted
     since the caller's lookup refuses it, as PostgreSQL's claim in the
     admission's statement checks its row again once locked (``claiming``).
-    For each claim, whether it held and its transition (None when refused
-    or online already).
+    For each claim, whether it held, the NVR's ``claim`` number it took
+    (None when refused) and its transition (None when refused or online
+    already).
 
     The claim comes first, in the same transaction: from then on the close of
     any older connection no longer matches and cannot mark the NVR offline."""
     with _transaction():
         connection = db.session.connection()
-        bulk.update_by_id(connection, NVRS, claims, unchanged=unchanged)
+        bulk.update_by_id(connection, NVRS, claims, unchanged=unchanged, increment=("claim",))
         # The claims took SQLite's write lock, held until the commit: a row
-        # holding its claim's connection id now is one the claim changed.
-        holders = dict(connection.execute(
-            _holders_statement(), {"ids": [claim["id"] for claim in claims]}).all())
-        held = [holders.get(claim["id"]) == claim["connection_id"] for claim in claims]
+        # holding its claim's connection id now is one the claim changed, and
+        # its claim number the one the claim's UPDATE set.
+        holders = {nvr_id: (connection_id, number) for nvr_id, connection_id, number in
+                   connection.execute(_holders_statement(),
+                                      {"ids": [claim["id"] for claim in claims]})}
+        numbers = [_claim_number(holders.get(claim["id"]), claim) for claim in claims]
+        held = [number is not None for number in numbers]
         claimed = [claim for claim, holds in zip(claims, held) if holds]
         transitions = _move_nvrs([NVRS.c.id.in_([claim["id"] for claim in claimed])],
                                  OFFLINE, ONLINE, CONNECTED,
@@ -103,14 +107,24 @@ def claim_all(claims, unchanged=()):
                                  ) if claimed else []
     announce(transitions)
     by_nvr = {t.nvr_id: t for t in transitions}
-    return [(holds, by_nvr.get(claim["id"])) for claim, holds in zip(claims, held)]
+    return [(number is not None, number, by_nvr.get(claim["id"]))
+            for claim, number in zip(claims, numbers)]
+
+
+def _claim_number(holder, claim):
+    """The claim number ``claim`` took, from its NVR's ``holder`` row
+    (``(connection_id, claim)``, or None if deleted); None if it did not hold."""
+    if holder is None or holder[0] != claim["connection_id"]:
+        return None
+    return holder[1]
 
 
 @functools.cache
 def _holders_statement():
-    """The connection holding each NVR of ``ids``, built once (as every
-    statement run per batch): only its IN list is rendered per batch."""
-    return sa.select(NVRS.c.id, NVRS.c.connection_id).where(
+    """The connection holding each NVR of ``ids`` and its claim number, built
+    once (as every statement run per batch): only its IN list is rendered
+    per batch."""
+    return sa.select(NVRS.c.id, NVRS.c.connection_id, NVRS.c.claim).where(
         NVRS.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
@@ -126,7 +140,8 @@ def claiming(claims, *still_true):
     ``nvr_id``, ``connection_id`` and ``at``, the NVRs distinct) to its
     connection, and moving it online with its cameras and event rows if it
     was offline. One row per claimed NVR: ``MOVED_COLUMNS``, ``at``,
-    ``was_offline`` and the ``camera_ids`` moved (``claimed_transitions``).
+    ``was_offline``, the ``claim`` number the claim took (the row's, one up)
+    and the ``camera_ids`` moved (``claimed_transitions``).
 
     Each row is locked (FOR UPDATE) as its status is read, so the status it
     had before the claim is the one the claim replaced, whatever another
@@ -139,10 +154,10 @@ def claiming(claims, *still_true):
     claimed = (sa.update(NVRS)
                .where(NVRS.c.id == claims.c.nvr_id, before.c.id == NVRS.c.id)
                .values(connection_id=claims.c.connection_id, last_seen=claims.c.at,
-                       status=ONLINE,
+                       status=ONLINE, claim=NVRS.c.claim + 1,
                        status_version=NVRS.c.status_version + sa.case((was_offline, 1), else_=0))
                .returning(*MOVED_COLUMNS, claims.c.at.label("at"),
-                          was_offline.label("was_offline"))
+                          was_offline.label("was_offline"), NVRS.c.claim.label("claim"))
                .cte("moved"))
     return _moved_rows(claimed, claimed.c.was_offline, OFFLINE, ONLINE, CONNECTED)
 

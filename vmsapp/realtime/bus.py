@@ -24,9 +24,14 @@ class LocalBus:
         """Send ``message`` to every dashboard, encoded once for all of them."""
         self.registry.deliver(protocol.encode(message))
 
-    def close_nvr(self, nvr_id, code, reason, keep=None):
-        """Close every connection of ``nvr_id`` except the one ``keep`` names."""
-        self.registry.close_nvr(nvr_id, code, reason, keep)
+    def close_nvr(self, nvr_id, code, reason):
+        """Close every connection of ``nvr_id``."""
+        self.registry.close_nvr(nvr_id, code, reason)
+
+    def close_older(self, nvr_id, claim, code, reason):
+        """Close the connections of ``nvr_id`` whose claim number is lower than
+        ``claim`` (``Registry.close_older``)."""
+        self.registry.close_older(nvr_id, claim, code, reason)
 
     def stats(self):
         """Connection counts across every process the bus reaches (this one)."""

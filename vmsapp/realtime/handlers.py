@@ -38,30 +38,43 @@ AUTH_REFUSALS = {
 
 
 def handle_auth(peer, fields):
-    """``auth``: the peer is an NVR agent; returns its session, or None when refused."""
+    """``auth``: the peer is an NVR agent; returns its session, or None when
+    refused or, closed 4000, already replaced by a newer connection."""
     now = clock_now()
     if current_limiter().blocked(peer.address):
         refuse(peer, "too_many_attempts", "Too many failed attempts; wait a minute.")
         return None
     hostname = fields["hostname"]
     connection_id = new_connection_id()
-    nvr, refused, transition = admission.admit(
+    nvr, refused, transition, claim = admission.admit(
         hostname, fields.get("token") or peer.bearer, connection_id, now)
     if refused:
         refuse_credentials(peer, refused, AUTH_REFUSALS[refused],
                            f"hostname {hostname[:100]!r}" if nvr is None else f"nvr {nvr.hostname}")
         return None
     reply = protocol.auth_ok(nvr, nvr.cameras, current_app.config["VMS_HEARTBEAT_INTERVAL"])
-    session = NvrSession(peer, nvr.id, nvr.hostname, now, connection_id)
-    current_registry().add_nvr(session)
-    # Newest wins (rule 3): our claim is committed, so older connections'
-    # closes no longer count as disconnects.
-    current_bus().close_nvr(session.nvr_id, protocol.CLOSE_REPLACED,
-                            "replaced by a newer connection", keep=session.connection_id)
+    session = NvrSession(peer, nvr.id, nvr.hostname, now, connection_id, claim)
+    registry = current_registry()
+    if not registry.add_nvr(session):
+        log.info("nvr %s from %s replaced before it was registered", nvr.hostname, peer.address)
+        return None
+    # Newest wins (rule 3), by claim order: agents authenticating together
+    # each close the connections that claimed before them, on every worker,
+    # so only the last claim's survives. Our claim is committed, so older
+    # connections' closes no longer count as disconnects.
+    current_bus().close_older(session.nvr_id, claim, protocol.CLOSE_REPLACED,
+                              protocol.REPLACED)
     collector.hold.agent_connected()
     if transition is None:
         log.info("nvr %s reconnected from %s while online", session.hostname, peer.address)
-    peer.send(protocol.encode(reply))
+    try:
+        peer.send(protocol.encode(reply))
+    except BaseException:
+        # Closed before its auth_ok went out (replaced already, most likely):
+        # never served, so the socket loop that unregisters sessions never
+        # runs for it.
+        registry.remove_nvr(session)
+        raise
     # Silence counts from auth_ok, not from before the database work above.
     session.touch(clock_now())
     return session

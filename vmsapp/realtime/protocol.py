@@ -21,6 +21,8 @@ CLOSE_TOO_SLOW = 1013
 CLOSE_REPLACED = 4000
 CLOSE_STALE = 4001
 CLOSE_DELETED = 4004
+# The reason sent with CLOSE_REPLACED.
+REPLACED = "replaced by a newer connection"
 
 
 class ProtocolError(Exception):

@@ -67,11 +67,17 @@ class RedisBus:
         self.registry.deliver(text)
         self._send(BROADCAST, text)
 
-    def close_nvr(self, nvr_id, code, reason, keep=None):
-        """Close every connection of ``nvr_id``, wherever it is, except ``keep``."""
-        self.registry.close_nvr(nvr_id, code, reason, keep)
+    def close_nvr(self, nvr_id, code, reason):
+        """Close every connection of ``nvr_id``, wherever it is."""
+        self.registry.close_nvr(nvr_id, code, reason)
+        self._send(COMMAND, json.dumps({"nvr_id": nvr_id, "code": code, "reason": reason}))
+
+    def close_older(self, nvr_id, claim, code, reason):
+        """Close the connections of ``nvr_id`` whose claim number is lower than
+        ``claim``, wherever they are (``Registry.close_older``)."""
+        self.registry.close_older(nvr_id, claim, code, reason)
         self._send(COMMAND, json.dumps({"nvr_id": nvr_id, "code": code, "reason": reason,
-                                        "keep": keep}))
+                                        "claim": claim}))
 
     def stats(self):
         """Connection counts summed over every live process, with one row per process."""
@@ -162,8 +168,13 @@ class RedisBus:
             self.registry.deliver(payload)
         elif kind == COMMAND:
             command = json.loads(payload)
-            self.registry.close_nvr(command["nvr_id"], command["code"], command["reason"],
-                                    command["keep"])
+            if command.get("claim") is None:
+                # Also an earlier release's replacement, whose "keep" named
+                # a connection of its sender, never one of this process.
+                self.registry.close_nvr(command["nvr_id"], command["code"], command["reason"])
+            else:
+                self.registry.close_older(command["nvr_id"], command["claim"],
+                                          command["code"], command["reason"])
         else:
             raise ValueError(f"unknown kind {kind!r}")
 

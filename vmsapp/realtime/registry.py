@@ -7,6 +7,8 @@ import threading
 
 from flask import current_app
 
+from . import protocol
+
 
 class Registry:
     def __init__(self):
@@ -14,14 +16,29 @@ class Registry:
         self._nvrs = {}          # nvr_id -> {connection_id: NvrSession}
         self._dashboards = set()
         self._heard = {}         # nvr_id -> last_seen, heard from since the last flush
+        # nvr_id -> the highest claim number heard of: one int per NVR ever
+        # connected or replaced here, kept for the process's life, since a
+        # connection of a lower claim may still come to register.
+        self._newest_claims = {}
         self._stats = None       # what stats() said, until a connection comes or goes
         self.stopping = False    # set on a graceful stop: closes are not disconnects
 
     # -- NVRs -----------------------------------------------------------------
     def add_nvr(self, session):
+        """Register ``session``; or, if a higher claim of its NVR was heard of
+        already, close it 4000 instead and return False. A newer connection's
+        command to close the older ones (``close_older``) can reach this
+        process before an older connection registers here."""
         with self._lock:
-            self._nvrs.setdefault(session.nvr_id, {})[session.connection_id] = session
-            self._stats = None
+            newest = self._newest_claims.get(session.nvr_id, session.claim)
+            superseded = session.claim < newest
+            if not superseded:
+                self._newest_claims[session.nvr_id] = session.claim
+                self._nvrs.setdefault(session.nvr_id, {})[session.connection_id] = session
+                self._stats = None
+        if superseded:
+            session.peer.close(protocol.CLOSE_REPLACED, protocol.REPLACED)
+        return not superseded
 
     def remove_nvr(self, session):
         with self._lock:
@@ -38,11 +55,23 @@ class Registry:
                 return list(self._nvrs.get(nvr_id, {}).values())
             return [s for sessions in self._nvrs.values() for s in sessions.values()]
 
-    def close_nvr(self, nvr_id, code, reason, keep=None):
-        """Close this process's connections of one NVR, except ``keep``."""
+    def close_nvr(self, nvr_id, code, reason):
+        """Close this process's connections of one NVR."""
         for session in self.nvr_sessions(nvr_id):
-            if session.connection_id != keep:
-                session.peer.close(code, reason)
+            session.peer.close(code, reason)
+
+    def close_older(self, nvr_id, claim, code, reason):
+        """Close this process's connections of one NVR whose claim number is
+        lower than ``claim``, and remember ``claim``: a connection of a lower
+        one registering later is closed as it does (``add_nvr``). Only a newer
+        claim closes a connection, so however the commands of agents
+        authenticating together cross between workers, the newest survives."""
+        with self._lock:
+            self._newest_claims[nvr_id] = max(claim, self._newest_claims.get(nvr_id, claim))
+            older = [session for session in self._nvrs.get(nvr_id, {}).values()
+                     if session.claim < claim]
+        for session in older:
+            session.peer.close(code, reason)
 
     def heard_from(self, session):
         """``session``'s agent was heard from, at its ``last_seen``: the next

@@ -24,12 +24,14 @@ class NvrSession:
     loop tells the registry (``Registry.heard_from``), whose heard-from NVRs
     the flush job writes (``jobs``)."""
 
-    def __init__(self, peer, nvr_id, hostname, now, connection_id=None):
-        """``connection_id``: the one its NVR was claimed for; a fresh one if not given."""
+    def __init__(self, peer, nvr_id, hostname, now, connection_id=None, claim=0):
+        """``connection_id``: the one its NVR was claimed for; a fresh one if not
+        given. ``claim``: the NVR's claim number that claim took (``admission``)."""
         self.peer = peer
         self.nvr_id = nvr_id
         self.hostname = hostname
         self.connection_id = connection_id or new_connection_id()
+        self.claim = claim
         self.last_message = time.monotonic()
         self.last_seen = now
 
