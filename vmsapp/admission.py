@@ -2,10 +2,10 @@
 checked and its presence claimed, for every agent arriving together in one batch.
 
 One batch, not a lookup's followed by a connect's, and on PostgreSQL one
-statement: under gevent every round trip, and every hand-over from one batch
-to the next, waits for a turn of the event loop, several milliseconds apiece
-while a fleet reconnects. At the preset an auth's wait in its batches fell from
-40-80 ms to about 11 at the median (BENCHMARKS.md, stop 17)."""
+statement: while a fleet reconnects, every round trip, and every hand-over
+from one batch to the next, waits its turn behind thousands of sockets (for
+the GIL under threads, for the event loop under gevent), several
+milliseconds apiece."""
 
 import functools
 from typing import NamedTuple
@@ -88,7 +88,7 @@ def _admit_in_two_steps(batch, check_tokens):
 def _admit_in_one_statement(batch, check_tokens):
     """PostgreSQL: the lookup, the tokens' check and the claims of ``batch`` as
     one statement in autocommit (``_admission_statement``): one round trip,
-    where every round trip waits for a turn of the event loop."""
+    where every round trip waits its turn behind the worker's sockets."""
     hostnames, tokens, connections, moments = zip(*batch)
     digests = [credentials.digest(token) if token else None for token in tokens]
     with autocommit_connection() as connection:

@@ -77,7 +77,7 @@ class Registry:
         """``session``'s agent was heard from, at its ``last_seen``: the next
         ``take_last_seen`` has it. Only what was heard is kept, so the flush
         never walks the NVRs that were not (every NVR of the worker, every
-        second, was 4 % of its CPU at 5,000 NVRs: BENCHMARKS.md)."""
+        second, was a few per cent of its CPU at 5,000 NVRs)."""
         with self._lock:
             # An NVR's older connection, not yet closed, may speak last.
             previous = self._heard.get(session.nvr_id)
