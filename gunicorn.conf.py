@@ -13,6 +13,7 @@ import logging
 import os
 import resource
 import signal
+import sys
 import threading
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '3000')}"
@@ -22,7 +23,10 @@ if worker_class not in WORKER_CLASSES:
     raise SystemExit(f"VMS_WORKER_CLASS={worker_class!r}: use one of {', '.join(WORKER_CLASSES)}")
 if worker_class == "gthread":
     # Threads start as connections need them: a large pool costs nothing idle.
-    threads = int(os.environ.get("VMS_THREADS", "1100"))
+    # 3,100: the 3,000 NVRs one worker holds within 350 MB (BENCHMARKS.md),
+    # with room for dashboards and the API; past the pool, further sockets
+    # wait for a thread.
+    threads = int(os.environ.get("VMS_THREADS", "3100"))
     # gunicorn's default (1000) would cap a worker below its threads; the
     # margin is for kept-alive REST calls.
     worker_connections = threads + 64
@@ -34,6 +38,15 @@ else:
 # Descriptors a worker needs besides its connections: the listening socket,
 # the database pool, Redis, the log, gevent's own.
 OTHER_OPEN_FILES = 256
+# Descriptors per connection: its socket and, under gthread, the selector of
+# simple-websocket's reader thread.
+FILES_PER_CONNECTION = 2 if worker_class == "gthread" else 1
+# How long a thread runs before another waiting for the GIL may ask for it
+# (Python's default: 5 ms). Under gthread thousands of threads wait for it at
+# once when a worker is busy, each waking at every interval to ask: at 3,700
+# sockets with the default the worker spent both cores on those wake-ups and
+# answered nothing, and at 1 ms it did so at 1,000. At 50 ms it served 4,000.
+GTHREAD_SWITCH_INTERVAL = 0.05
 # How an operator sets the connections a worker holds.
 CONNECTIONS_SETTING = "VMS_THREADS" if worker_class == "gthread" else "VMS_WORKER_CONNECTIONS"
 # macOS refuses a soft limit above its per-process cap (kern.maxfilesperproc,
@@ -89,10 +102,11 @@ def on_starting(server):
     ``worker_connections``, with an error at every accept. Where the hard
     limit is lower, a worker holds fewer connections, and the log says so."""
     asked = server.cfg.worker_connections
-    open_files = _raise_open_files_limit(asked + OTHER_OPEN_FILES)
-    if open_files >= asked + OTHER_OPEN_FILES:
+    needed = asked * FILES_PER_CONNECTION + OTHER_OPEN_FILES
+    open_files = _raise_open_files_limit(needed)
+    if open_files >= needed:
         return
-    held = max(open_files - OTHER_OPEN_FILES, open_files // 2)
+    held = max(open_files - OTHER_OPEN_FILES, open_files // 2) // FILES_PER_CONNECTION
     server.cfg.set("worker_connections", held)
     server.log.warning(
         "open files limit (ulimit -n) is %d: a worker holds at most %d connections, not the "
@@ -110,10 +124,13 @@ def when_ready(server):
 
 
 def post_worker_init(worker):
-    """Start the app's background jobs in this worker and make SIGTERM close
-    sockets with 1001 before gunicorn's own graceful stop."""
+    """Start the app's background jobs in this worker, make SIGTERM close
+    sockets with 1001 before gunicorn's own graceful stop, and under gthread
+    lengthen the GIL's switch interval (``GTHREAD_SWITCH_INTERVAL``)."""
     from vmsapp import collector, runtime
 
+    if worker_class == "gthread":
+        sys.setswitchinterval(GTHREAD_SWITCH_INTERVAL)
     app = worker.wsgi
     host, _, port = bind.rpartition(":")
     runtime.start(app, url=f"http://{'localhost' if host == '0.0.0.0' else host}:{port}")
