@@ -1,5 +1,5 @@
 # make run  — set up everything and serve on :3000 with SQLite and demo data
-# make test — the whole test suite
+# make test — the whole test suite (WebSocket end-to-end tests under both worker classes)
 # make bench — the load benchmark's preset against a server it starts (BENCH_ARGS to vary)
 PYTHON ?= python3
 VENV := .venv
@@ -25,8 +25,14 @@ seed: migrate
 run: seed
 	PORT=$(PORT) $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
+# The whole suite on the default worker class (gthread), then the WebSocket
+# end-to-end tests again under gevent, the other class gunicorn.conf.py offers.
+GEVENT_TESTS := tests/test_realtime.py tests/test_framing.py tests/test_hostile_input.py \
+	tests/test_newest_wins.py
+
 test: install
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	VMS_WORKER_CLASS=gevent $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS) $(GEVENT_TESTS)
 
 bench: install
 	$(BIN)/python -m tools.bench --start-server $(BENCH_ARGS)

@@ -66,3 +66,18 @@ def test_under_a_low_hard_limit_a_worker_holds_fewer_connections_and_says_so(
         for connection in held:
             connection.close()
         live.stop()
+
+
+def test_under_gthread_a_connection_is_given_two_descriptors(sqlite_url, tmp_path):
+    # Its socket and its reader thread's selector; gunicorn adds 64
+    # connections to the threads for kept-alive REST calls.
+    needed = (500 + 64) * 2 + 256
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.fail(f"this machine's hard limit on open files ({hard}) is below {needed}")
+    live = LiveServer(sqlite_url, tmp_path / "gunicorn.log", open_files=(256, hard),
+                      VMS_WORKER_CLASS="gthread", VMS_THREADS="500").start()
+    try:
+        assert worker_open_files(live) == (needed, hard)
+    finally:
+        live.stop()
