@@ -91,9 +91,9 @@ class Config:
         # its socket, which at fleet scale outweighs the few bytes saved on
         # heartbeats.
         self.VMS_WS_COMPRESSION = flag("VMS_WS_COMPRESSION", False, environ)
-        # Keeps dashboards' connections alive through routers that cut idle
-        # sockets after 55 s, and notices dashboards that vanished. Agents that
-        # heartbeat more often get none (README, Realtime).
+        # simple-websocket pings every peer this often and closes one that did
+        # not answer the last ping: keeps connections alive through routers
+        # that cut idle sockets after 55 s, and notices peers that vanished.
         self.VMS_WS_PING_INTERVAL = positive("VMS_WS_PING_INTERVAL", 25, environ)
         # simple-websocket's options, which flask-sock passes to every
         # connection (``vmsapp.realtime`` adds its thread and event classes).

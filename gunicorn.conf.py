@@ -13,6 +13,7 @@ import logging
 import os
 import resource
 import signal
+import sys
 import threading
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '3000')}"
@@ -23,9 +24,8 @@ if worker_class not in WORKER_CLASSES:
 if worker_class == "gthread":
     # Threads start as connections need them: a large pool costs nothing idle.
     # 3,100: the 3,000 NVRs one worker holds within 350 MB (BENCHMARKS.md),
-    # with room for dashboards and the API. Past the pool further sockets
-    # wait for a thread, rather than join a worker that near 3,700 sockets
-    # (7,400 threads waking each other for the GIL) stops answering.
+    # with room for dashboards and the API; past the pool, further sockets
+    # wait for a thread.
     threads = int(os.environ.get("VMS_THREADS", "3100"))
     # gunicorn's default (1000) would cap a worker below its threads; the
     # margin is for kept-alive REST calls.
@@ -41,6 +41,12 @@ OTHER_OPEN_FILES = 256
 # Descriptors per connection: its socket and, under gthread, the selector of
 # simple-websocket's reader thread.
 FILES_PER_CONNECTION = 2 if worker_class == "gthread" else 1
+# How long a thread may run before another waiting for the GIL asks for it
+# (Python's default: 5 ms). Under gthread a busy worker has thousands of
+# threads waiting for it, each waking at every interval to ask: at the default
+# a worker with 3,000 sockets, once held up (a full garbage collection after a
+# reconnect), spent both cores on those wake-ups and answered nothing again.
+GTHREAD_SWITCH_INTERVAL = 0.05
 # How an operator sets the connections a worker holds.
 CONNECTIONS_SETTING = "VMS_THREADS" if worker_class == "gthread" else "VMS_WORKER_CONNECTIONS"
 # macOS refuses a soft limit above its per-process cap (kern.maxfilesperproc,
@@ -118,9 +124,13 @@ def when_ready(server):
 
 
 def post_worker_init(worker):
-    """Start the app's background jobs in this worker and make SIGTERM close
-    sockets with 1001 before gunicorn's own graceful stop."""
+    """Start the app's background jobs in this worker, make SIGTERM close
+    sockets with 1001 before gunicorn's own graceful stop, and under gthread
+    lengthen the GIL's switch interval (``GTHREAD_SWITCH_INTERVAL``)."""
     from vmsapp import collector, runtime
+
+    if worker_class == "gthread":
+        sys.setswitchinterval(GTHREAD_SWITCH_INTERVAL)
     app = worker.wsgi
     host, _, port = bind.rpartition(":")
     runtime.start(app, url=f"http://{'localhost' if host == '0.0.0.0' else host}:{port}")

@@ -5,7 +5,7 @@ unmasked frames) and what it does for you (pongs, close replies)."""
 import json
 
 import pytest
-from support import ADMIN_KEY, RawPeer, auth, dashboard, nvr_agent
+from support import ADMIN_KEY, RawPeer, auth, dashboard, nvr_agent, raw_upgrade
 from websockets.frames import Close, Opcode
 
 from vmsapp.realtime.routes import CLOSE_REPLY_WAIT
@@ -158,3 +158,17 @@ def test_with_compression_on_frames_flow_compressed(make_server):
     assert agent.close_code() == 4000
     newer.close()
     dash.close()
+
+
+@one_backend
+def test_with_compression_on_an_offer_it_cannot_parse_is_refused_before_the_upgrade(
+        make_server):
+    live = make_server(VMS_WS_COMPRESSION="true")
+
+    status, _, body = raw_upgrade(live, [
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=x"])
+
+    assert status == 400
+    assert json.loads(body)["error"]["code"] == "bad_request"
+    assert "Traceback" not in live.log()

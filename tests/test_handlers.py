@@ -2,10 +2,13 @@
 easily provoke."""
 
 import pytest
+import sqlalchemy as sa
 from rows import make_agent
 from simple_websocket import ConnectionClosed
 from support import ADMIN_KEY, AnsweringPeer
 
+from vmsapp.extensions import db
+from vmsapp.models import Nvr
 from vmsapp.realtime import handlers
 from vmsapp.realtime.registry import current_registry
 
@@ -31,7 +34,7 @@ def test_a_dashboard_that_never_got_its_snapshot_is_not_left_subscribed(app):
 
 
 class ReplacedPeer(AnsweringPeer):
-    """An agent closed (by a newer connection) before its auth_ok is sent."""
+    """An agent closed (by a newer connection, or gone) before its auth_ok is sent."""
 
     def send(self, text):
         raise ConnectionClosed(4000, "replaced")
@@ -45,6 +48,9 @@ def test_an_agent_that_never_got_its_auth_ok_is_not_left_registered(app):
             handlers.handle_auth(ReplacedPeer(), {"hostname": "nvr-a", "token": token})
 
         assert current_registry().nvr_sessions() == []
+        # Nobody holds it: offline again at once, not left online for the sweep.
+        nvr = db.session.scalar(sa.select(Nvr).where(Nvr.hostname == "nvr-a"))
+        assert (nvr.status, nvr.status_version) == ("offline", 2)
 
 
 def test_a_heartbeat_ack_gives_the_server_time_in_utc_to_the_millisecond():

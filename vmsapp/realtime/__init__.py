@@ -9,8 +9,9 @@ def init_app(app):
     from .routes import bp
 
     options = app.config["SOCK_SERVER_OPTIONS"]
-    options.setdefault("thread_class", reader_thread)
-    options.setdefault("event_class", wakeup_event)
+    # Ours, always: the handler waits for the reader and is woken through the event.
+    options["thread_class"] = reader_thread
+    options["event_class"] = wakeup_event
     connections = registry.Registry()
     app.extensions[registry.EXTENSION_KEY] = connections
     if app.config["REDIS_URL"]:

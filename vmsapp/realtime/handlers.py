@@ -3,6 +3,7 @@
 import logging
 
 from flask import current_app
+from sqlalchemy.exc import SQLAlchemyError
 
 from .. import admission, collector, credentials, fleet, presence
 from ..clock import now as clock_now
@@ -70,14 +71,24 @@ def handle_auth(peer, fields):
     try:
         peer.send(protocol.encode(reply))
     except BaseException:
-        # Closed before its auth_ok went out (replaced already, most likely):
-        # never served, so the socket loop that unregisters sessions never
-        # runs for it.
+        # Closed before its auth_ok went out: never served, so the socket
+        # loop that unregisters and disconnects sessions never runs for it.
+        # Replaced already, it no longer holds the NVR and changes nothing.
         registry.remove_nvr(session)
+        if not registry.stopping:
+            _disconnect_unserved(session)
         raise
     # Silence counts from auth_ok, not from before the database work above.
     session.touch(clock_now())
     return session
+
+
+def _disconnect_unserved(session):
+    try:
+        presence.disconnect(session.nvr_id, session.connection_id, presence.DISCONNECTED,
+                            clock_now())
+    except SQLAlchemyError:
+        log.exception("database error disconnecting nvr %s", session.hostname)
 
 
 def handle_dashboard(peer, fields):

@@ -1,6 +1,6 @@
 """One WebSocket peer with exactly one writer at a time.
 
-simple-websocket's ``send()`` is not thread-safe (STACK-NOTES): the socket's
+simple-websocket's ``send()`` is not thread-safe (flask-sock issue #85): the socket's
 own reader thread writes pongs and close replies, and other threads close
 connections (replaced, deleted, server stopping). Every write, ours and the
 reader thread's, goes through one lock.
@@ -11,17 +11,21 @@ through the request itself: the socket in the WSGI environ, and the reader
 thread and wake-up event that simple-websocket makes through the
 ``thread_class`` and ``event_class`` options (``prepare``)."""
 
+import socket
 import threading
 
 from flask import g, request
 from simple_websocket import ConnectionClosed
 from wsproto.utilities import LocalProtocolError
 
+from ..errors import ApiError
+
 # A peer that takes longer than this to accept a frame is treated as gone,
 # so no writer stays blocked on a dead TCP connection.
 SEND_TIMEOUT = 10.0
-# Where the WSGI servers simple-websocket knows put the client's socket.
-SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket")
+# Where the WSGI servers put the client's socket, in the order simple-websocket
+# looks for it.
+SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket")
 # What a write on a connection closed meanwhile raises: the socket's error, or
 # wsproto's refusal to frame a message after a close.
 CLOSED_ERRORS = (OSError, LocalProtocolError)
@@ -38,7 +42,16 @@ class _SerializedSocket:
 
     def send(self, data):
         with self._lock:
-            self._sock.sendall(data)
+            try:
+                self._sock.sendall(data)
+            except OSError:
+                # A write that failed or timed out may have sent part of a
+                # frame: nothing more may follow it, and the reader must end.
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                raise
         return len(data)
 
     def __getattr__(self, name):
@@ -65,6 +78,7 @@ def prepare():
             sock.settimeout(SEND_TIMEOUT)
             request.environ[key] = _SerializedSocket(sock, upgrade.lock)
             return
+    raise ApiError(500, "This server cannot upgrade to a WebSocket.")
 
 
 def reader_thread(target=None, **_):

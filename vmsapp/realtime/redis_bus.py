@@ -42,6 +42,9 @@ OUTBOX_LIMIT = 10_000
 # Bus messages sent as one Redis message at most.
 PUBLISH_BATCH = 500
 RETRY_FIRST, RETRY_CAP = 0.2, 5.0
+# What a worker of an earlier release, still running during a rolling deploy,
+# needs of a command: it closes every connection of the NVR but "keep"'s.
+EARLIER_RELEASES = {"keep": None}
 
 
 class RedisBus:
@@ -70,14 +73,15 @@ class RedisBus:
     def close_nvr(self, nvr_id, code, reason):
         """Close every connection of ``nvr_id``, wherever it is."""
         self.registry.close_nvr(nvr_id, code, reason)
-        self._send(COMMAND, json.dumps({"nvr_id": nvr_id, "code": code, "reason": reason}))
+        self._send(COMMAND, json.dumps({"nvr_id": nvr_id, "code": code, "reason": reason,
+                                        **EARLIER_RELEASES}))
 
     def close_older(self, nvr_id, claim, code, reason):
         """Close the connections of ``nvr_id`` whose claim number is lower than
         ``claim``, wherever they are (``Registry.close_older``)."""
         self.registry.close_older(nvr_id, claim, code, reason)
         self._send(COMMAND, json.dumps({"nvr_id": nvr_id, "code": code, "reason": reason,
-                                        "claim": claim}))
+                                        "claim": claim, **EARLIER_RELEASES}))
 
     def stats(self):
         """Connection counts summed over every live process, with one row per process."""
@@ -169,8 +173,9 @@ class RedisBus:
         elif kind == COMMAND:
             command = json.loads(payload)
             if command.get("claim") is None:
-                # Also an earlier release's replacement, whose "keep" named
-                # a connection of its sender, never one of this process.
+                # A command without a claim closes every connection: deletes,
+                # token replacements, stale sweeps, and an earlier release's
+                # replacements (their "keep" is a connection of the sender).
                 self.registry.close_nvr(command["nvr_id"], command["code"], command["reason"])
             else:
                 self.registry.close_older(command["nvr_id"], command["claim"],

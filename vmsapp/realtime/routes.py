@@ -45,6 +45,9 @@ bp.before_request(handshake.check)
 bp.before_request(handshake.decline_compression)
 bp.before_request(prepare)
 bp.register_error_handler(RemoteProtocolError, handshake.refuse_unparsable)
+# wsproto's refusal of a permessage-deflate offer it cannot parse (with
+# VMS_WS_COMPRESSION on); anything after the 101 is caught in ``websocket``.
+bp.register_error_handler(ValueError, handshake.refuse_unparsable)
 
 
 @sock.route("/ws", bp=bp)

@@ -220,7 +220,7 @@ function receive(data, refusal) {
       return;
     case "error":
       // Decided by the error frame, not by the close code that follows: a
-      // browser may report the close as 1006 (STACK-NOTES).
+      // browser may report the close as 1006 (simple-websocket issue #42).
       if (message.code === "unauthorized" || message.code === "too_many_attempts") {
         refusal.code = message.code;
       }
