@@ -110,10 +110,6 @@ class Peer:
         self._reader = upgrade.reader
         self._wakeup = upgrade.wakeup
 
-    @property
-    def connected(self):
-        return self.ws.connected
-
     def receive(self, timeout):
         """The next message, or None after ``timeout``; raises ConnectionClosed."""
         return self.ws.receive(timeout=timeout)
